@@ -1,0 +1,1 @@
+"""Spinlock's Dagster code location: thin asset wrappers around :mod:`spinlock_core`."""

@@ -1,0 +1,45 @@
+"""The Dagster code location: ``defs`` for the active experiment (``$SPINLOCK_CONFIG``).
+
+``build_definitions(path, key_prefix=...)`` builds the same graph for any config; the generated
+multi-experiment workspace (``python -m spinlock_assets.workspace``) uses it with a key prefix per
+experiment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from spinlock_core.config import load_experiment
+from spinlock_core.storage.paths import spinlock_home
+
+from . import automation
+from .assets import dataset, generation, sampling
+from .experiment import Experiment, active_config_path
+from .resources import SpinlockStorage
+
+__all__ = ["build_definitions", "defs"]
+
+
+def build_definitions(config_path: str | Path, key_prefix: list[str] | None = None) -> dg.Definitions:
+    path = Path(config_path)
+    cfg = load_experiment(path)
+    exp = Experiment(cfg, path, key_prefix)
+    assets = [
+        *sampling.build(exp),
+        *generation.build(exp),
+        *dataset.build(exp, stages=["initial_conditions", "rollouts"], upstream=["parameters", "initial_conditions", "rollouts"]),
+    ]
+    jobs, schedules = automation.build(exp)
+    return dg.Definitions(
+        assets=assets,
+        jobs=jobs,
+        schedules=schedules,
+        resources={"storage": SpinlockStorage(home=str(spinlock_home()), device=os.environ.get("SPINLOCK_DEVICE", ""))},
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions(active_config_path())

@@ -1,0 +1,115 @@
+"""Materialize every asset and partition of the active experiment through the real Dagster CLI.
+
+Unpartitioned roots first (``parameters``), then every partitioned asset one partition per run
+(``shard-0000`` ...), then the unpartitioned assets downstream (``dataset``), each as
+``dagster asset materialize`` into the local instance at ``$DAGSTER_HOME``. Prints where the
+dataset file is. ``make demo`` runs this.
+
+    python -m spinlock_assets.materialize [--partitions shard-0000,shard-0001]
+"""
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from spinlock_core.storage.paths import spinlock_home
+
+from .experiment import PROJECT_ROOT, active_config_path
+
+log = logging.getLogger("spinlock.materialize")
+
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
+
+
+def instance_env() -> dict[str, str]:
+    """Environment for Dagster commands: ``DAGSTER_HOME`` under ``$SPINLOCK_HOME`` (created, with
+    this repo's ``dagster.yaml``), telemetry off, the allocator setting that avoids mmap churn."""
+    home = spinlock_home()
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster")
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    if not (dagster_home / "dagster.yaml").exists():
+        shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    env = dict(os.environ)
+    env.update({"SPINLOCK_HOME": str(home), "DAGSTER_HOME": str(dagster_home), "DAGSTER_DISABLE_TELEMETRY": "1"})
+    for k, v in MALLOC_ENV.items():
+        env.setdefault(k, v)
+    env.setdefault("SPINLOCK_CONFIG", str(active_config_path()))
+    return env
+
+
+def plan() -> tuple[list[str], list[str], list[str], list[str]]:
+    """``(roots, partitioned, downstream, partition_keys)`` as asset-key strings."""
+    from .definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = list(graph.toposorted_asset_keys)
+    partitioned = [k for k in keys if graph.get(k).partitions_def is not None]
+    seen_partitioned = False
+    roots, downstream = [], []
+    for k in keys:
+        if k in partitioned:
+            seen_partitioned = True
+        elif not seen_partitioned and not (graph.get(k).parent_keys & set(partitioned)):
+            roots.append(k)
+        else:
+            downstream.append(k)
+    pkeys = graph.get(partitioned[0]).partitions_def.get_partition_keys() if partitioned else []
+    s = lambda ks: [k.to_user_string() for k in ks]  # noqa: E731
+    return s(roots), s(partitioned), s(downstream), list(pkeys)
+
+
+def _materialize(select: list[str], partition: str | None, env: dict[str, str]) -> None:
+    cmd = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "spinlock_assets.definitions",
+           "--select", ",".join(select)]
+    if partition:
+        cmd += ["--partition", partition]
+    label = f"{','.join(select)}" + (f" [{partition}]" if partition else "")
+    log.info("dagster asset materialize --select %s", label)
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True)
+    if r.returncode != 0 or "RUN_SUCCESS" not in r.stderr + r.stdout:
+        sys.stderr.write(r.stderr[-8000:])
+        raise SystemExit(f"materialization failed: {label} (exit {r.returncode})")
+    checks_failed = [ln for ln in (r.stderr + r.stdout).splitlines() if "did not pass" in ln]
+    for ln in checks_failed:
+        log.warning("%s", ln.strip()[-300:])
+    log.info("  done in %.1fs", time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    ap = argparse.ArgumentParser(description="Materialize the active experiment through the Dagster CLI.")
+    ap.add_argument("--partitions", default="", help="comma-separated partition keys (default: all)")
+    a = ap.parse_args(argv)
+    env = instance_env()
+    os.environ.update(env)
+    roots, partitioned, downstream, pkeys = plan()
+    if a.partitions:
+        wanted = a.partitions.split(",")
+        unknown = sorted(set(wanted) - set(pkeys))
+        if unknown:
+            raise SystemExit(f"--partitions: unknown partition(s) {unknown}; known: {pkeys[0]} ... {pkeys[-1]}")
+        pkeys = wanted
+    log.info("experiment %s, DAGSTER_HOME=%s", env["SPINLOCK_CONFIG"], env["DAGSTER_HOME"])
+    if roots:
+        _materialize(roots, None, env)
+    for i, p in enumerate(pkeys):
+        log.info("partition %s (%d/%d)", p, i + 1, len(pkeys))
+        _materialize(partitioned, p, env)
+    if downstream and not a.partitions:
+        _materialize(downstream, None, env)
+    from spinlock_core.config import load_experiment
+    from spinlock_core.storage.paths import ExperimentPaths
+
+    ds = ExperimentPaths.for_config(load_experiment(env["SPINLOCK_CONFIG"])).dataset
+    print(f"dataset: {ds}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Device and precision selection (``device: auto | cpu | cuda``)."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+__all__ = ["resolve_device", "resolve_dtype"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU. ``cuda`` without a GPU raises ``ValueError``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("simulation.device: 'cuda' requested but no CUDA device is available (use 'auto')")
+        return torch.device("cuda")
+    if device == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"simulation.device: unknown {device!r}; use auto, cpu or cuda")
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``precision`` (None = plain float32). Reduced precision only on CUDA,
+    and always logged: it is never applied silently."""
+    if precision == "float32":
+        return None
+    if device.type != "cuda":
+        raise ValueError(f"simulation.precision: {precision} needs a CUDA device, running on {device.type}")
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
+    log.warning("rollouts run under %s autocast (simulation.precision); stored fields are float32", precision)
+    return dtype

@@ -1,0 +1,151 @@
+"""Stage 3: roll out every operator of a shard, handing each batch of trajectories to consumers.
+
+Trajectories are produced batch by batch (``sampling.batch_size`` operators) and dropped once the
+consumers (feature extractors) have seen them, so peak memory does not grow with the shard or
+the experiment.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from ..config.experiment import ExperimentConfig
+from ..devices import resolve_device, resolve_dtype
+from ..operators import OperatorSpec, build_operator, noise_regime, operator_spec
+from ..rollout import rollout
+from ..sampling import decode_row
+
+__all__ = ["BatchConsumer", "ShardSimulation", "operator_specs", "simulate_operators"]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+class BatchConsumer(Protocol):
+    """Receives each batch: global ``indices [B]``, ``trajectories [B, M, T, C, H, W]`` (on the
+    simulation device), the operators and their specs."""
+
+    def __call__(self, indices: np.ndarray, trajectories: torch.Tensor, operators: list, specs: list[OperatorSpec]) -> None: ...
+
+
+@dataclass
+class ShardSimulation:
+    indices: np.ndarray
+    specs: list[OperatorSpec]
+    diverged: np.ndarray
+    valid_states: np.ndarray
+    #: ``[n, M, T, C, H, W]`` when trajectories are kept, else None
+    trajectories: np.ndarray | None
+    device: str
+    seconds_rollout: float = 0.0
+    seconds_consumers: float = 0.0
+    operator_steps: int = 0
+    conv_flops: float = 0.0
+    timings: dict = field(default_factory=dict)
+
+    def rollout_arrays(self) -> dict[str, np.ndarray]:
+        """The ``rollouts`` stage datasets (see :mod:`spinlock_core.storage.layout`)."""
+        from ..storage.layout import PATHS, encode_strings
+
+        out = {
+            PATHS.POLICIES: encode_strings([s.update_policy for s in self.specs]),
+            PATHS.GRID_SIZES: np.asarray([s.grid_size for s in self.specs], dtype=np.int32),
+            PATHS.NOISE_REGIMES: encode_strings([noise_regime(s.noise_scale) for s in self.specs]),
+            PATHS.DIVERGED: self.diverged,
+            PATHS.VALID_STATES: self.valid_states.astype(np.int32),
+        }
+        if self.trajectories is not None:
+            out[PATHS.OUTPUT_FIELDS] = self.trajectories
+        return out
+
+
+def operator_specs(cfg: ExperimentConfig, unit: np.ndarray) -> list[OperatorSpec]:
+    """Specs of the operators whose stored unit values are ``unit [n, P]``."""
+    sim = cfg.simulation
+    return [
+        operator_spec(
+            decode_row(row, cfg.parameter_space),
+            grid_size=cfg.grid_size,
+            channels=sim.num_channels,
+            dt=sim.dt,
+            alpha=sim.alpha,
+        )
+        for row in np.asarray(unit, dtype=np.float64)
+    ]
+
+
+def simulate_operators(
+    cfg: ExperimentConfig,
+    indices: np.ndarray,
+    unit: np.ndarray,
+    ics: np.ndarray,
+    *,
+    consumers: list[BatchConsumer] = (),
+    device: str | None = None,
+    keep_trajectories: bool | None = None,
+    progress: Progress | None = None,
+) -> ShardSimulation:
+    """Roll out operators ``indices`` (unit values ``unit [n, P]``, ICs ``ics [n, C, H, W]``).
+
+    Args:
+        consumers: called once per batch of ``sampling.batch_size`` operators.
+        device: overrides ``simulation.device``.
+        keep_trajectories: defaults to ``dataset.storage.store_trajectories``.
+        progress: ``progress(done, total)`` after each operator.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    n = len(indices)
+    if unit.shape[0] != n or ics.shape[0] != n:
+        raise ValueError(f"indices, unit and ics disagree on n: {n}, {unit.shape[0]}, {ics.shape[0]}")
+    sim = cfg.simulation
+    dev = resolve_device(device or sim.device)
+    amp = resolve_dtype(sim.precision, dev)
+    keep = cfg.dataset.storage.store_trajectories if keep_trajectories is None else keep_trajectories
+    specs = operator_specs(cfg, unit)
+    M, T = sim.num_realizations, sim.num_timesteps
+    diverged = np.zeros(n, dtype=bool)
+    valid = np.full(n, T, dtype=np.int32)
+    kept = np.empty((n, M, T, *ics.shape[1:]), dtype=np.float32) if keep else None
+    result = ShardSimulation(indices, specs, diverged, valid, kept, str(dev))
+    bs = cfg.sampling.batch_size
+    for b0 in range(0, n, bs):
+        sl = slice(b0, min(b0 + bs, n))
+        trajs, ops = [], []
+        t0 = time.perf_counter()
+        for j in range(sl.start, sl.stop):
+            op = build_operator(
+                specs[j], root_seed=cfg.root_seed, index=int(indices[j]), num_steps=max(T - 1, 1),
+                noise_period=sim.noise_period, device=dev,
+            )
+            r = rollout(
+                op, torch.from_numpy(ics[j]), realizations=M, num_timesteps=T, root_seed=cfg.root_seed,
+                index=int(indices[j]), divergence_threshold=sim.divergence_threshold, autocast_dtype=amp,
+            )
+            diverged[j], valid[j] = r.diverged, r.valid_states
+            if r.diverged:
+                log.warning("operator %d diverged after %d of %d states", indices[j], r.valid_states, T)
+            result.operator_steps += (r.valid_states - 1) * M
+            result.conv_flops += specs[j].conv_flops(M) * (r.valid_states - 1)
+            trajs.append(r.trajectory)
+            ops.append(op)
+            if progress is not None:
+                progress(j + 1, n)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        result.seconds_rollout += time.perf_counter() - t0
+        batch = torch.stack(trajs)
+        if kept is not None:
+            kept[sl] = batch.cpu().numpy()
+        t1 = time.perf_counter()
+        for consume in consumers:
+            consume(indices[sl], batch, ops, specs[sl])
+        result.seconds_consumers += time.perf_counter() - t1
+        del batch, trajs, ops
+    return result

@@ -1,0 +1,105 @@
+"""Shared fixtures: a tiny experiment config (seconds to simulate) and isolated data folders."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "version": "1.0",
+    "metadata": {"name": "tiny", "description": "test"},
+    "parameter_space": {
+        "architecture": {
+            "num_layers": {"type": "integer", "bounds": [1, 4]},
+            "base_channels": {"type": "integer", "bounds": [2, 4]},
+            "kernel_size": {"type": "choice", "choices": [3, 5]},
+            "activation": {"type": "choice", "choices": ["gelu", "tanh"]},
+            "dropout_rate": {"type": "continuous", "bounds": [0.0, 0.3]},
+        },
+        "stochastic": {
+            "noise_scale": {"type": "continuous", "bounds": [0.001, 0.5], "log_scale": True},
+            "spatial_correlation": {"type": "continuous", "bounds": [0.0, 0.3]},
+            "noise_schedule": {"type": "choice", "choices": ["constant", "annealing", "periodic"]},
+        },
+        "operator": {"grid_size": {"type": "choice", "choices": [16]}},
+        "evolution": {
+            "update_policy": {"type": "choice", "choices": ["residual", "convex"], "weights": [0.75, 0.25]},
+            "dt": {"type": "continuous", "bounds": [0.05, 0.5]},
+        },
+    },
+    "sampling": {
+        "sobol": {"scramble": True, "seed": 7},
+        "stratification": {"num_strata_per_dim": 2, "min_samples_per_stratum": 1},
+        "validation": {"max_discrepancy": 0.5, "max_correlation": 0.9},
+        "total_samples": 24,
+        "batch_size": 4,
+    },
+    "simulation": {
+        "device": "cpu",
+        "input_generation": {
+            "ic_type_weights": {"gaussian_random_field": 0.25, "multiscale_grf_low": 0.25, "structured": 0.25, "localized": 0.25},
+            "gaussian_random_field": {"length_scale": 0.1, "variance": 1.0},
+            "multiscale_grf_low": {"scales": [0.3, 0.4], "variance": 1.0},
+            "structured": {"num_modes": 1, "wavelength_range": [4.0, 16.0]},
+            "localized": {"num_blobs": 3, "min_width": 1.5, "max_width": 3.0},
+        },
+        "num_realizations": 2,
+        "num_timesteps": 6,
+    },
+    "dataset": {
+        "output_path": "datasets/tiny.h5",
+        "storage": {"compression": "gzip", "compression_level": 4, "chunk_size": 4, "shard_size": 8},
+    },
+    "features": {"summary": {"extract_operator_features": False}},
+}
+
+
+def tiny_dict(**overrides) -> dict:
+    """A deep copy of the tiny config with dotted-path overrides, e.g. ``{"sampling.total_samples": 8}``."""
+    d = copy.deepcopy(TINY)
+    for dotted, value in overrides.items():
+        node = d
+        *parts, last = dotted.split(".")
+        for p in parts:
+            node = node.setdefault(p, {})
+        if value is _DELETE:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    return d
+
+
+_DELETE = "__delete__"
+
+
+@pytest.fixture
+def delete():
+    return _DELETE
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    def write(name: str = "tiny.yaml", data: dict | None = None, **overrides) -> Path:
+        p = tmp_path / name
+        p.write_text(yaml.safe_dump(data if data is not None else tiny_dict(**{k.replace("__", "."): v for k, v in overrides.items()}), sort_keys=False))
+        return p
+
+    return write
+
+
+@pytest.fixture
+def tiny_config(write_config):
+    from spinlock_core.config import load_experiment
+
+    return load_experiment(write_config())
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPINLOCK_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DAGSTER_DISABLE_TELEMETRY", "1")
