@@ -16,7 +16,9 @@ from spinlock_core.config import load_experiment
 from spinlock_core.storage.paths import spinlock_home
 
 from . import automation
-from .assets import dataset, generation, sampling
+from spinlock_core.features.families import enabled_families
+
+from .assets import dataset, features, generation, sampling, simulation
 from .experiment import Experiment, active_config_path
 from .resources import SpinlockStorage
 
@@ -27,10 +29,17 @@ def build_definitions(config_path: str | Path, key_prefix: list[str] | None = No
     path = Path(config_path)
     cfg = load_experiment(path)
     exp = Experiment(cfg, path, key_prefix)
+    fams = enabled_families(cfg)
     assets = [
         *sampling.build(exp),
         *generation.build(exp),
-        *dataset.build(exp, stages=["initial_conditions", "rollouts"], upstream=["parameters", "initial_conditions", "rollouts"]),
+        *simulation.build(exp),
+        *features.build(exp),
+        *dataset.build(
+            exp,
+            stages=["initial_conditions", "rollouts", *(f.stage for f in fams)],
+            upstream=["parameters", "initial_conditions", "rollouts", *(f"features/{f.name}" for f in fams)],
+        ),
     ]
     jobs, schedules = automation.build(exp)
     return dg.Definitions(

@@ -52,6 +52,12 @@ class Experiment:
         self.prefix = list(key_prefix or [])
         self.partitions = shard_partitions(cfg)
 
+    @property
+    def feature_keys(self) -> list[dg.AssetKey]:
+        from spinlock_core.features.families import enabled_families
+
+        return [self.key(f"features/{f.name}") for f in enabled_families(self.cfg)]
+
     def key(self, name: str) -> dg.AssetKey:
         """``"features/summary"`` -> ``AssetKey([*prefix, "features", "summary"])``."""
         return dg.AssetKey([*self.prefix, *name.split("/")])

@@ -2,7 +2,16 @@
 
 from .initial import ic_families, ic_types_for, ic_weights_by_family, initial_conditions_for
 from .parameters import decoded_parameters, sample_parameters
-from .stages import StageResult, load_shard_inputs, write_initial_conditions, write_parameters, write_rollouts
+from .stages import (
+    ShardResult,
+    StageResult,
+    load_shard_inputs,
+    simulate_shard,
+    write_feature_family,
+    write_initial_conditions,
+    write_parameters,
+    write_rollouts,
+)
 from .simulate import BatchConsumer, ShardSimulation, operator_specs, simulate_operators
 
 __all__ = [
@@ -21,4 +30,7 @@ __all__ = [
     "write_rollouts",
     "load_shard_inputs",
     "StageResult",
+    "ShardResult",
+    "simulate_shard",
+    "write_feature_family",
 ]

@@ -14,10 +14,10 @@ from tests.conftest import ROOT
 def _materialize_all(defs, instance):
     graph = defs.resolve_asset_graph()
     assets = list(defs.assets)
+    partitioned = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None]
     results = [dg.materialize(assets, selection=[dg.AssetKey("parameters")], instance=instance, resources=defs.resources)]
     for key in graph.get(dg.AssetKey("rollouts")).partitions_def.get_partition_keys():
-        results.append(dg.materialize(assets, selection=[dg.AssetKey("initial_conditions"), dg.AssetKey("rollouts")],
-                                      partition_key=key, instance=instance, resources=defs.resources))
+        results.append(dg.materialize(assets, selection=partitioned, partition_key=key, instance=instance, resources=defs.resources))
     results.append(dg.materialize(assets, selection=[dg.AssetKey("dataset")], instance=instance, resources=defs.resources))
     return results
 
@@ -36,11 +36,17 @@ def test_demo_graph_materializes_with_all_checks_passing(tmp_path, monkeypatch):
         names = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations}
         assert {("parameters", "sobol_discrepancy"), ("initial_conditions", "ic_balance"), ("rollouts", "policy_balance"),
                 ("rollouts", "divergence"), ("dataset", "ic_family_balance")} <= names
+        for fam in ("summary", "temporal", "architecture", "initial"):  # no undocumented NaN or constant feature
+            assert {(f"features/{fam}", c) for c in ("nan_inf", "constant_columns", "value_ranges")} <= names
         status = instance.get_status_by_partition(dg.AssetKey("rollouts"), ["shard-0000", "shard-0003"], defs.resolve_asset_graph().get(dg.AssetKey("rollouts")).partitions_def)
         assert status is None or all(v is not None for v in status.values())
     paths = ExperimentPaths.for_config(load_experiment(demo))
     with h5py.File(paths.dataset, "r") as f:
         assert f["inputs/fields"].shape == (128, 3, 32, 32)
+        assert f["features/summary/aggregated/features"].shape == (128, 360)
+        assert f["features/temporal/features"].shape == (128, 32, 63)
+        assert f["features/architecture/aggregated/features"].shape == (128, 10)
+        assert f["features/initial/features"].shape == (128, 42)
 
 
 def test_failed_blocking_balance_check_stops_downstream(write_config, tmp_path):
@@ -76,3 +82,23 @@ def test_rematerializing_a_partition_replaces_it(write_config, tmp_path):
             assert r.success
         files = sorted(p.name for p in paths.shard("initial_conditions", 1).parent.iterdir())
         assert files == ["shard-0001.h5"]
+
+
+def test_feature_only_selection_leaves_rollouts_alone(write_config, tmp_path):
+    """`key:features/*` on a partition re-runs the rollouts in memory but writes only feature files."""
+    from spinlock_assets.definitions import build_definitions
+
+    cfg_path = write_config()
+    defs = build_definitions(cfg_path)
+    assets = list(defs.assets)
+    paths = ExperimentPaths.for_config(load_experiment(cfg_path))
+    sel = dg.AssetSelection.from_coercible("key:features/*")
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        dg.materialize(assets, selection=[dg.AssetKey("parameters")], instance=instance, resources=defs.resources)
+        dg.materialize(assets, selection=[dg.AssetKey("initial_conditions")], partition_key="shard-0000", instance=instance, resources=defs.resources)
+        r = dg.materialize(assets, selection=sel, partition_key="shard-0000", instance=instance, resources=defs.resources)
+        assert r.success
+        mats = {e.asset_key.to_user_string() for e in r.get_asset_materialization_events()}
+        assert mats == {"features/summary", "features/temporal", "features/architecture"}
+    assert not paths.shard("rollouts", 0).exists()
+    assert paths.shard("features_summary", 0).exists() and paths.shard("features_temporal", 0).exists()

@@ -69,5 +69,14 @@ def test_dagster_cli_materializes_a_partition(write_config, tmp_path):
     with dg.DagsterInstance.from_config(str(dhome)) as inst:
         ev = inst.get_latest_materialization_event(dg.AssetKey("rollouts"))
         assert ev is not None and ev.dagster_event.partition == "shard-0001"
+    r = _run([*base, "--select", "key:features/*", "--partition", "shard-0001"], env)
+    assert r.returncode == 0 and "RUN_SUCCESS" in r.stderr, r.stderr[-3000:]
+    for fam in ("summary", "temporal", "architecture"):
+        assert f"Asset check 'nan_inf' on 'features/{fam}' passed" in r.stderr
+        assert (home / f"data/tiny/shards/features_{fam}/shard-0001.h5").exists()
+    r = _run([*base, "--select", "group:features", "--partition", "shard-0002"], env)
+    assert r.returncode != 0  # shard-0002 has no initial conditions yet: a clear failure, no partial files
+    assert not (home / "data/tiny/shards/features_summary/shard-0002.h5").exists()
+    assert not list((home / "data/tiny/shards").rglob("*.tmp-*"))
     r = _run([*base, "--select", "rollouts", "--partition", "shard-0099"], env)
     assert r.returncode != 0

@@ -1,0 +1,143 @@
+"""Rollout benchmark: prints one JSON object.
+
+* ``matmul_peak_gflops``: float32 ``torch.mm`` 2048x2048 on this machine, measured in this run.
+* per operator size (small / medium / large): operator-steps per second for a single step and
+  for a whole rollout, achieved conv GFLOP/s, its fraction of the matmul peak, and the rollout
+  rate as a fraction of the single-step rate. medium = 3 layers, 32 base channels, kernel 5,
+  64x64, M = 5 (widths 32, 64, 128 as the spec's b, 2b, 4b).
+* ``hdf5``: the share of wall time spent in HDF5 writes while materializing one shard (parameters
+  file excluded) with the production config's compression (gzip-4 + shuffle, 64x64, M = 5).
+
+    MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 python benchmarks/rollout.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from spinlock_core.config import load_experiment  # noqa: E402
+from spinlock_core.generation import write_initial_conditions, write_parameters, write_rollouts  # noqa: E402
+from spinlock_core.operators import OperatorSpec, apply_policy, build_operator  # noqa: E402
+from spinlock_core.rollout import noise_generators, rollout  # noqa: E402
+from spinlock_core.storage.paths import ExperimentPaths  # noqa: E402
+
+SIZES = {
+    "small": dict(num_layers=2, base_channels=16, kernel_size=3),
+    "medium": dict(num_layers=3, base_channels=32, kernel_size=5),
+    "large": dict(num_layers=5, base_channels=64, kernel_size=7),
+}
+
+
+def matmul_peak(n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        torch.mm(a, b)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / min(times) / 1e9
+
+
+def bench_size(name: str, grid: int, m: int, steps: int, reps: int) -> dict:
+    spec = OperatorSpec(**SIZES[name], grid_size=grid, noise_scale=0.05, spatial_correlation=0.0, dropout_rate=0.0, dt=0.1)
+    op = build_operator(spec, root_seed=0, index=0, num_steps=steps)
+    u = torch.randn(m, 3, grid, grid)
+    gens = noise_generators(0, 0, m, torch.device("cpu"))
+    flops = spec.conv_flops(m)
+    with torch.inference_mode():
+        for _ in range(2):
+            apply_policy(spec.update_policy, u, op(u, 0, gens), dt=spec.dt, alpha=spec.alpha)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            apply_policy(spec.update_policy, u, op(u, 0, gens), dt=spec.dt, alpha=spec.alpha)
+            times.append(time.perf_counter() - t0)
+    step = statistics.median(times)
+    roll = []
+    for _ in range(max(1, reps // 4)):
+        t0 = time.perf_counter()
+        rollout(op, u[0], realizations=m, num_timesteps=steps + 1, root_seed=0, index=0, divergence_threshold=1e30)
+        roll.append((time.perf_counter() - t0) / steps)
+    per_step_roll = statistics.median(roll)
+    return {
+        "spec": {**SIZES[name], "grid": grid, "M": m},
+        "gflop_per_step": flops / 1e9,
+        "single_step_ms": step * 1e3,
+        "single_step_per_s": 1 / step,
+        "rollout_step_ms": per_step_roll * 1e3,
+        "rollout_steps_per_s": 1 / per_step_roll,
+        "rollout_steps": steps,
+        "gflops_single_step": flops / step / 1e9,
+        "gflops_rollout": flops / per_step_roll / 1e9,
+        "rollout_over_single_step": step / per_step_roll,
+    }
+
+
+def bench_hdf5(n_ops: int, timesteps: int) -> dict:
+    prod = yaml.safe_load((ROOT / "configs/experiments/100k_full_features.yaml").read_text())
+    prod["sampling"]["total_samples"] = n_ops
+    prod["dataset"]["storage"]["shard_size"] = n_ops
+    prod["simulation"]["num_timesteps"] = timesteps
+    prod["simulation"]["device"] = "cpu"
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "bench.yaml"
+        p.write_text(yaml.safe_dump(prod))
+        cfg = load_experiment(p)
+        paths = ExperimentPaths.for_config(cfg, Path(tmp) / "home")
+        write_parameters(cfg, paths)
+        t0 = time.perf_counter()
+        ic, _, _ = write_initial_conditions(cfg, paths, 0)
+        ro, sim = write_rollouts(cfg, paths, 0)
+        total = time.perf_counter() - t0
+        writes = ic.write.seconds + ro.write.seconds
+        return {
+            "config": "100k_full_features (gzip-4 + shuffle, 64x64, M=5), reduced N and T",
+            "operators": n_ops,
+            "timesteps": timesteps,
+            "shard_seconds": total,
+            "write_seconds": writes,
+            "write_share": writes / total,
+            "bytes_written": ic.write.bytes + ro.write.bytes,
+            "rollout_seconds": sim.seconds_rollout,
+        }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions (CI smoke)")
+    a = ap.parse_args()
+    reps = 4 if a.quick else 12
+    out = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
+        "matmul_peak_gflops": matmul_peak(),
+        "sizes": {},
+    }
+    steps = {"small": 64, "medium": 16, "large": 4}
+    for name in SIZES:
+        r = bench_size(name, 64, 5, steps[name] // (4 if a.quick else 1) or 2, reps if name != "large" else max(2, reps // 4))
+        r["fraction_of_matmul_peak"] = r["gflops_single_step"] / out["matmul_peak_gflops"]
+        r["rollout_fraction_of_matmul_peak"] = r["gflops_rollout"] / out["matmul_peak_gflops"]
+        out["sizes"][name] = r
+    out["hdf5"] = bench_hdf5(8 if a.quick else 16, 32)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

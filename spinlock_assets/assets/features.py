@@ -1,0 +1,55 @@
+"""``features/architecture`` and ``features/initial``: the families that need no rollout."""
+
+import dagster as dg
+from dagster import AssetExecutionContext
+
+from spinlock_core.features.families import FAMILIES
+from spinlock_core.generation import write_feature_family
+from spinlock_core.storage.paths import parse_shard_key
+
+from ..checks import feature_check_results, feature_check_specs
+from ..experiment import Experiment
+from ..resources import SpinlockStorage
+
+_DEPS = {"architecture": ["parameters"], "initial": ["initial_conditions"]}
+_DESCRIPTIONS = {
+    "architecture": "ARCHITECTURE features [n, P]: each sampled parameter decoded and normalised to [0, 1].",
+    "initial": "INITIAL features [n, 42]: 14 statistics of each channel of the initial condition.",
+}
+
+
+def _family_asset(exp: Experiment, family: str):
+    cfg = exp.cfg
+    key = exp.key(f"features/{family}")
+
+    @dg.asset(
+        key=key,
+        partitions_def=exp.partitions,
+        deps=[exp.key(d) for d in _DEPS[family]],
+        group_name="features",
+        kinds={"numpy", "hdf5"},
+        check_specs=feature_check_specs(key),
+        description=_DESCRIPTIONS[family],
+    )
+    def _asset(context: AssetExecutionContext, storage: SpinlockStorage) -> dg.MaterializeResult:
+        shard = parse_shard_key(context.partition_key)
+        paths = storage.paths(cfg)
+        res, values = write_feature_family(cfg, paths, shard, family)
+        fam = FAMILIES[family]
+        path = next(iter(fam.datasets(cfg)))
+        context.log.info(f"{context.partition_key}: {family} features {values.shape} -> {res.write.path}")
+        return dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(str(res.write.path)),
+                "shape": str(list(values.shape)),
+                "version": fam.version,
+                "seconds": res.seconds_total,
+            },
+            check_results=feature_check_results(key, family, {path: values}, cfg),
+        )
+
+    return _asset
+
+
+def build(exp: Experiment) -> list:
+    return [_family_asset(exp, f) for f in ("architecture", "initial") if FAMILIES[f].enabled(exp.cfg)]
