@@ -37,6 +37,7 @@ ui: install instance
 
 bench: install
 	$(BIN)/python benchmarks/rollout.py
+	$(BIN)/python benchmarks/features.py
 
 clean:
 	rm -rf $(SPINLOCK_HOME)

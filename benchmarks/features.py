@@ -88,7 +88,13 @@ def _arch_cfg():
 
 
 RSS_CHILD = r"""
-import resource, sys, json
+import sys, json
+
+def hwm_mb():  # VmHWM belongs to this process image (ru_maxrss would carry the parent's pages over fork)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
 from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 from spinlock_core.config import load_experiment
@@ -97,12 +103,12 @@ from spinlock_core.storage.paths import ExperimentPaths
 cfg = load_experiment(sys.argv[1])
 paths = ExperimentPaths.for_config(cfg, Path(sys.argv[2]))
 write_parameters(cfg, paths)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = hwm_mb()
 write_initial_conditions(cfg, paths, 0)
 res = simulate_shard(cfg, paths, 0, families={"summary", "temporal"})
 for fam in ("architecture", "initial"):
     write_feature_family(cfg, paths, 0, fam)
-print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_after_parameters_mb": base / 1024,
+print(json.dumps({"peak_rss_mb": hwm_mb(), "rss_after_parameters_mb": base,
                   "shard_seconds": res.seconds_total, "write_share": res.write_seconds / res.seconds_total}))
 """
 

@@ -86,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Materialize the active experiment through the Dagster CLI.")
     ap.add_argument("--partitions", default="", help="comma-separated partition keys (default: all)")
     a = ap.parse_args(argv)
+    from spinlock_core.config import ConfigError, load_experiment
+
+    try:
+        load_experiment(active_config_path())
+    except ConfigError as e:
+        sys.stderr.write(f"{e}\n")
+        return 2
     env = instance_env()
     os.environ.update(env)
     roots, partitioned, downstream, pkeys = plan()
@@ -103,7 +110,6 @@ def main(argv: list[str] | None = None) -> int:
         _materialize(partitioned, p, env)
     if downstream and not a.partitions:
         _materialize(downstream, None, env)
-    from spinlock_core.config import load_experiment
     from spinlock_core.storage.paths import ExperimentPaths
 
     ds = ExperimentPaths.for_config(load_experiment(env["SPINLOCK_CONFIG"])).dataset
