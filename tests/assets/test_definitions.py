@@ -50,3 +50,17 @@ def test_core_never_imports_dagster():
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
     offenders = [p for p in (ROOT / "spinlock_core").rglob("*.py") if "dagster" in p.read_text() and "import dagster" in p.read_text()]
     assert offenders == []
+
+
+def test_schedules_fan_out_one_run_per_shard(write_config):
+    from datetime import datetime, timezone
+
+    from spinlock_assets.definitions import build_definitions
+
+    defs = build_definitions(write_config())
+    sched = defs.resolve_schedule_def("weekly_regeneration")
+    ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 22, 2, tzinfo=timezone.utc))
+    reqs = list(sched(ctx))
+    assert [r.partition_key for r in reqs] == ["shard-0000", "shard-0001", "shard-0002"]
+    assert len({r.run_key for r in reqs}) == 3
+    assert defs.resolve_job_def("rebuild_features") is not None
