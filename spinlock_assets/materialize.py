@@ -64,6 +64,8 @@ def plan() -> tuple[list[str], list[str], list[str], list[str]]:
 
 
 def _materialize(select: list[str], partition: str | None, env: dict[str, str]) -> None:
+    """One ``dagster asset materialize`` run; its progress lines and check verdicts are echoed
+    as they happen, the full log is shown only on failure."""
     cmd = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "spinlock_assets.definitions",
            "--select", ",".join(select)]
     if partition:
@@ -71,13 +73,21 @@ def _materialize(select: list[str], partition: str | None, env: dict[str, str]) 
     label = f"{','.join(select)}" + (f" [{partition}]" if partition else "")
     log.info("dagster asset materialize --select %s", label)
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True)
-    if r.returncode != 0 or "RUN_SUCCESS" not in r.stderr + r.stdout:
-        sys.stderr.write(r.stderr[-8000:])
-        raise SystemExit(f"materialization failed: {label} (exit {r.returncode})")
-    checks_failed = [ln for ln in (r.stderr + r.stdout).splitlines() if "did not pass" in ln]
-    for ln in checks_failed:
-        log.warning("%s", ln.strip()[-300:])
+    lines: list[str] = []
+    proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        msg = line.rstrip().split(" - ")[-1]
+        if " operators (" in msg and "op/s" in msg:
+            log.info("  %s", msg)
+        elif "did not pass" in msg:
+            log.warning("  %s", msg[:300])
+    rc = proc.wait()
+    text = "".join(lines)
+    if rc != 0 or "RUN_SUCCESS" not in text:
+        sys.stderr.write("".join(lines[-60:]))
+        raise SystemExit(f"materialization failed: {label} (exit {rc})")
     log.info("  done in %.1fs", time.perf_counter() - t0)
 
 
@@ -113,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     from spinlock_core.storage.paths import ExperimentPaths
 
     ds = ExperimentPaths.for_config(load_experiment(env["SPINLOCK_CONFIG"])).dataset
-    print(f"dataset: {ds}")
+    if a.partitions:
+        print(f"partitions {', '.join(pkeys)} materialized; run without --partitions to consolidate {ds}")
+    else:
+        print(f"dataset: {ds}")
     return 0
 
 

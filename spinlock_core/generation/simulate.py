@@ -98,7 +98,8 @@ def simulate_operators(
         consumers: called once per batch of ``sampling.batch_size`` operators.
         device: overrides ``simulation.device``.
         keep_trajectories: defaults to ``dataset.storage.store_trajectories``.
-        progress: ``progress(done, total)`` after each operator.
+        progress: ``progress(done, total)`` after each operator; by default a tqdm bar on stderr
+            when it is a terminal (silent otherwise).
     """
     indices = np.asarray(indices, dtype=np.int64)
     n = len(indices)
@@ -114,6 +115,12 @@ def simulate_operators(
     valid = np.full(n, T, dtype=np.int32)
     kept = np.empty((n, M, T, *ics.shape[1:]), dtype=np.float32) if keep else None
     result = ShardSimulation(indices, specs, diverged, valid, kept, str(dev))
+    bar = None
+    if progress is None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc="rollouts", unit="op", disable=None, leave=False)
+        progress = lambda done, total: bar.update(done - bar.n)  # noqa: E731
     bs = cfg.sampling.batch_size
     for b0 in range(0, n, bs):
         sl = slice(b0, min(b0 + bs, n))
@@ -148,4 +155,6 @@ def simulate_operators(
             consume(indices[sl], batch, ops, specs[sl])
         result.seconds_consumers += time.perf_counter() - t1
         del batch, trajs, ops
+    if bar is not None:
+        bar.close()
     return result
