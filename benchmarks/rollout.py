@@ -2,8 +2,9 @@
 
 * ``matmul_peak_gflops``: float32 ``torch.mm`` 2048x2048 on this machine, measured in this run.
 * per operator size (small / medium / large): operator-steps per second for a single step and
-  for a whole rollout, achieved conv GFLOP/s, its fraction of the matmul peak, and the rollout
-  rate as a fraction of the single-step rate. medium = 3 layers, 32 base channels, kernel 5,
+  for a whole rollout, achieved conv GFLOP/s (direct-convolution FLOPs, 2 per multiply-add), its
+  fraction of the matmul peak, and the rollout rate as a fraction of the single-step rate
+  (interleaved rounds, median of per-round ratios). medium = 3 layers, 32 base channels, kernel 5,
   64x64, M = 5 (widths 32, 64, 128 as the spec's b, 2b, 4b).
 * ``hdf5``: the share of wall time spent in HDF5 writes while materializing one shard (parameters
   file excluded) with the production config's compression (gzip-4 + shuffle, 64x64, M = 5).
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spinlock_core.config import load_experiment  # noqa: E402
-from spinlock_core.generation import write_initial_conditions, write_parameters, write_rollouts  # noqa: E402
+from spinlock_core.generation import write_initial_conditions, write_parameters  # noqa: E402
 from spinlock_core.operators import OperatorSpec, apply_policy, build_operator  # noqa: E402
 from spinlock_core.rollout import noise_generators, rollout  # noqa: E402
 from spinlock_core.storage.paths import ExperimentPaths  # noqa: E402
@@ -53,27 +54,31 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 / min(times) / 1e9
 
 
-def bench_size(name: str, grid: int, m: int, steps: int, reps: int) -> dict:
+def bench_size(name: str, grid: int, m: int, steps: int, rounds: int) -> dict:
+    """Interleaved A/B rounds (the machine is shared): each round times ``steps`` isolated single
+    steps, then a rollout of ``steps`` steps; ratios are medians of the per-round ratios."""
     spec = OperatorSpec(**SIZES[name], grid_size=grid, noise_scale=0.05, spatial_correlation=0.0, dropout_rate=0.0, dt=0.1)
     op = build_operator(spec, root_seed=0, index=0, num_steps=steps)
     u = torch.randn(m, 3, grid, grid)
     gens = noise_generators(0, 0, m, torch.device("cpu"))
     flops = spec.conv_flops(m)
-    with torch.inference_mode():
-        for _ in range(2):
-            apply_policy(spec.update_policy, u, op(u, 0, gens), dt=spec.dt, alpha=spec.alpha)
-        times = []
-        for _ in range(reps):
+
+    def single() -> float:
+        with torch.inference_mode():
             t0 = time.perf_counter()
-            apply_policy(spec.update_policy, u, op(u, 0, gens), dt=spec.dt, alpha=spec.alpha)
-            times.append(time.perf_counter() - t0)
-    step = statistics.median(times)
-    roll = []
-    for _ in range(max(1, reps // 4)):
+            for _ in range(steps):
+                apply_policy(spec.update_policy, u, op(u, 0, gens), dt=spec.dt, alpha=spec.alpha)
+            return (time.perf_counter() - t0) / steps
+
+    def roll() -> float:
         t0 = time.perf_counter()
         rollout(op, u[0], realizations=m, num_timesteps=steps + 1, root_seed=0, index=0, divergence_threshold=1e30)
-        roll.append((time.perf_counter() - t0) / steps)
-    per_step_roll = statistics.median(roll)
+        return (time.perf_counter() - t0) / steps
+
+    single(), roll()  # warm-up
+    pairs = [(single(), roll()) for _ in range(rounds)]
+    step = statistics.median(p[0] for p in pairs)
+    per_step_roll = statistics.median(p[1] for p in pairs)
     return {
         "spec": {**SIZES[name], "grid": grid, "M": m},
         "gflop_per_step": flops / 1e9,
@@ -82,9 +87,10 @@ def bench_size(name: str, grid: int, m: int, steps: int, reps: int) -> dict:
         "rollout_step_ms": per_step_roll * 1e3,
         "rollout_steps_per_s": 1 / per_step_roll,
         "rollout_steps": steps,
+        "rounds": rounds,
         "gflops_single_step": flops / step / 1e9,
         "gflops_rollout": flops / per_step_roll / 1e9,
-        "rollout_over_single_step": step / per_step_roll,
+        "rollout_over_single_step": statistics.median(s / r for s, r in pairs),
     }
 
 
@@ -131,7 +137,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (CI smoke)")
     a = ap.parse_args()
-    reps = 4 if a.quick else 12
+    rounds = 3 if a.quick else 7
     out = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -139,9 +145,9 @@ def main() -> None:
         "matmul_peak_gflops": matmul_peak(),
         "sizes": {},
     }
-    steps = {"small": 64, "medium": 16, "large": 4}
+    steps = {"small": 64, "medium": 16, "large": 3}
     for name in SIZES:
-        r = bench_size(name, 64, 5, steps[name] // (4 if a.quick else 1) or 2, reps if name != "large" else max(2, reps // 4))
+        r = bench_size(name, 64, 5, max(2, steps[name] // (4 if a.quick else 1)), rounds if name != "large" else 3)
         r["fraction_of_matmul_peak"] = r["gflops_single_step"] / out["matmul_peak_gflops"]
         r["rollout_fraction_of_matmul_peak"] = r["gflops_rollout"] / out["matmul_peak_gflops"]
         out["sizes"][name] = r

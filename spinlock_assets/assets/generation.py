@@ -1,6 +1,5 @@
 """``initial_conditions``: partitioned by shard, one HDF5 file per partition."""
 
-
 import dagster as dg
 from dagster import AssetExecutionContext
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["ACTIVATIONS", "make_activation", "make_norm", "ConvBlock", "seeded_dropout", "init_conv_"]

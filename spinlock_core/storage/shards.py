@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -126,9 +125,9 @@ def write_stage_file(
             if data.shape != shape:
                 raise StorageError(f"{path}: {spec.path} must have shape {shape}, got {data.shape}")
             data = data.astype(spec.dtype, copy=False)
-            kw = dict(filters) if spec.compress and n > 0 else {}
-            if kw or (spec.compress and n > 0):
-                kw["chunks"] = chunks_for(shape, cfg)
+            # compressible datasets are chunked (and filtered when compression is on); small
+            # metadata arrays are written contiguous
+            kw = {**filters, "chunks": chunks_for(shape, cfg)} if spec.compress and n > 0 else {}
             ds = f.create_dataset(spec.path, data=data, **kw)
             for k, v in (dataset_attrs or {}).get(spec.path, {}).items():
                 ds.attrs[k] = v
@@ -200,6 +199,3 @@ def check_stage_file(
                 problems.append(f"{spec.path} has dtype {ds.dtype}, expected {spec.dtype}")
     return problems
 
-
-def _json_attr(value) -> str:
-    return json.dumps(value, sort_keys=True, default=str)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 import h5py
-import pytest
 
 from spinlock_core.config import load_experiment
 from spinlock_core.storage.paths import ExperimentPaths

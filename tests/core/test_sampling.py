@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-from scipy.stats import qmc
 
 from spinlock_core.config.parameters import BooleanParam, ChoiceParam, ContinuousParam, IntegerParam
 from spinlock_core.sampling import (
