@@ -32,8 +32,9 @@ demo: install instance
 test: install
 	$(BIN)/python -m pytest -q
 
+# the daemon runs 2 runs at a time (dagster.yaml): one torch thread each
 ui: install instance
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${SPINLOCK_UI_PORT:-3000}
+	SPINLOCK_THREADS=$${SPINLOCK_THREADS:-1} $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${SPINLOCK_UI_PORT:-3000}
 
 bench: install
 	$(BIN)/python benchmarks/rollout.py

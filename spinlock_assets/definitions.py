@@ -46,7 +46,13 @@ def build_definitions(config_path: str | Path, key_prefix: list[str] | None = No
         assets=assets,
         jobs=jobs,
         schedules=schedules,
-        resources={"storage": SpinlockStorage(home=str(spinlock_home()), device=os.environ.get("SPINLOCK_DEVICE", ""))},
+        resources={
+            "storage": SpinlockStorage(
+                home=str(spinlock_home()),
+                device=os.environ.get("SPINLOCK_DEVICE", ""),
+                threads=int(os.environ.get("SPINLOCK_THREADS") or 0),
+            )
+        },
         executor=dg.in_process_executor,
     )
 

@@ -64,6 +64,7 @@ def build(exp: Experiment) -> list:
         selected = context.selected_asset_keys
         families = {f for f, k in fam_keys.items() if k in selected}
         write_ro = ro_key in selected
+        storage.apply_threads()
         context.log.info(f"{context.partition_key}: operators [{start}, {stop}), families {sorted(families) or 'none'}")
         res = simulate_shard(cfg, paths, shard, families=families, write_rollout_file=write_ro,
                              device=storage.device or None, progress=progress_logger(context, context.partition_key))

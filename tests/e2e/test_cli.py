@@ -80,3 +80,24 @@ def test_dagster_cli_materializes_a_partition(write_config, tmp_path):
     assert not list((home / "data/tiny/shards").rglob("*.tmp-*"))
     r = _run([*base, "--select", "rollouts", "--partition", "shard-0099"], env)
     assert r.returncode != 0
+
+
+@pytest.mark.slow
+def test_materialize_runner_builds_the_whole_experiment(write_config, tmp_path):
+    """What `make demo` runs: every asset and partition through the Dagster CLI, then the dataset path."""
+    cfg = write_config(sampling__total_samples=16, sampling__validation__max_correlation=1.0)  # two partitions
+    home = tmp_path / "sl"
+    env = {"SPINLOCK_CONFIG": str(cfg), "SPINLOCK_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    r = _run([sys.executable, "-m", "spinlock_assets.materialize"], env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    dataset = home / "data/datasets/tiny.h5"
+    assert f"dataset: {dataset}" in r.stdout
+    assert "did not pass" not in r.stderr
+    with h5py.File(dataset, "r") as f:
+        assert f["features/summary/aggregated/features"].shape == (16, 360)
+        assert f["metadata/ic_types"].shape == (16,)
+    assert (home / "dagster/dagster.yaml").exists()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("metadata: [")
+    r = _run([sys.executable, "-m", "spinlock_assets.materialize"], {**env, "SPINLOCK_CONFIG": str(bad)})
+    assert r.returncode == 2 and "malformed YAML" in r.stderr and "Traceback" not in r.stderr
