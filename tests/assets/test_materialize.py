@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 import h5py
+import numpy as np
 
 from spinlock_core.config import load_experiment
 from spinlock_core.storage.paths import ExperimentPaths
@@ -46,6 +47,12 @@ def test_demo_graph_materializes_with_all_checks_passing(tmp_path, monkeypatch):
         assert f["features/temporal/features"].shape == (128, 32, 63)
         assert f["features/architecture/aggregated/features"].shape == (128, 10)
         assert f["features/initial/features"].shape == (128, 42)
+        temporal = f["features/temporal/features"][()].reshape(-1, 63).astype(np.float64)
+        per_traj = f["features/summary/per_trajectory/features"][()].reshape(-1, 120).astype(np.float64)
+    # as in FEATURES.md's prototype: no two TEMPORAL columns correlate above 0.99, nothing is constant
+    corr = np.corrcoef(temporal, rowvar=False)
+    assert np.abs(corr[np.triu_indices(63, 1)]).max() < 0.99
+    assert (per_traj.std(0) > 0).all()
 
 
 def test_failed_blocking_balance_check_stops_downstream(write_config, tmp_path):
