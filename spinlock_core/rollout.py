@@ -44,6 +44,7 @@ def rollout(
     divergence_threshold: float,
     autocast_dtype: torch.dtype | None = None,
     on_step: StepHook | None = None,
+    out: torch.Tensor | None = None,
 ) -> RolloutResult:
     """Roll ``op`` out from ``u0 [C, H, W]``.
 
@@ -54,6 +55,8 @@ def rollout(
 
     Args:
         on_step: called as ``on_step(step, u_before, u_after)`` with ``[M, C, H, W]`` tensors.
+        out: optional float32 buffer ``[M, T, C, H, W]`` on the operator's device to write the
+            trajectory into (a slot of a batch tensor: no copy afterwards).
 
     Returns:
         :class:`RolloutResult` with ``trajectory [M, T, C, H, W]`` on the operator's device.
@@ -64,7 +67,10 @@ def rollout(
         raise ValueError(f"realizations and num_timesteps must be >= 1, got {realizations}, {num_timesteps}")
     device = next(op.parameters()).device
     spec = op.spec
-    traj = torch.empty((realizations, num_timesteps, *u0.shape), device=device, dtype=torch.float32)
+    shape = (realizations, num_timesteps, *u0.shape)
+    if out is not None and (tuple(out.shape) != shape or out.dtype != torch.float32 or out.device != device):
+        raise ValueError(f"out must be a float32 {shape} tensor on {device}, got {tuple(out.shape)} {out.dtype} on {out.device}")
+    traj = out if out is not None else torch.empty(shape, device=device, dtype=torch.float32)
     u = u0.to(device=device, dtype=torch.float32).unsqueeze(0).expand(realizations, *u0.shape).contiguous()
     traj[:, 0] = u
     gens = noise_generators(root_seed, index, realizations, device)

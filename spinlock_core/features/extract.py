@@ -32,6 +32,9 @@ class RolloutFeatures:
         families: subset of ``{"summary", "temporal"}`` to compute.
     """
 
+    #: operators per SUMMARY call (bounds its intermediates; results do not depend on it)
+    summary_chunk = 2
+
     def __init__(self, cfg: ExperimentConfig, start: int, n: int, families: set[str]):
         unknown = families - {"summary", "temporal"}
         if unknown:
@@ -67,9 +70,12 @@ class RolloutFeatures:
                 ])
             t3 = time.perf_counter()
             self.seconds["sensitivity"] += t3 - t2
-            pt = _summary.per_trajectory_features(trajectories, sf, sens)
-            self.per_traj[rows] = pt.cpu().numpy()
-            self.aggregated[rows] = _summary.aggregate(pt).cpu().numpy()
+            # a few operators at a time: the SUMMARY intermediates are several times the raw fields
+            for i in range(0, b, self.summary_chunk):
+                sl = slice(i, i + self.summary_chunk)
+                pt = _summary.per_trajectory_features(trajectories[sl], sf[sl], None if sens is None else sens[sl])
+                self.per_traj[rows[sl]] = pt.cpu().numpy()
+                self.aggregated[rows[sl]] = _summary.aggregate(pt).cpu().numpy()
             self.seconds["summary"] += time.perf_counter() - t3
         self.seen[rows] = True
 
