@@ -26,11 +26,22 @@ def resolve_device(device: str) -> torch.device:
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for ``precision`` (None = plain float32). Reduced precision only on CUDA,
-    and always logged: it is never applied silently."""
+    and always logged: it is never applied silently.
+
+    On CUDA, ``float32`` also turns TF32 off for convolutions and matmuls (PyTorch enables it
+    for cuDNN convolutions by default, a hidden 10-bit mantissa); ``tf32`` turns it on explicitly.
+    """
+    if device.type == "cuda":
+        tf32 = precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     if precision == "float32":
         return None
     if device.type != "cuda":
         raise ValueError(f"simulation.precision: {precision} needs a CUDA device, running on {device.type}")
+    if precision == "tf32":
+        log.warning("rollouts run with TF32 convolutions (simulation.precision: tf32); stored fields are float32")
+        return None
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
     log.warning("rollouts run under %s autocast (simulation.precision); stored fields are float32", precision)
     return dtype

@@ -126,7 +126,8 @@ class InputGeneration(BaseModel):
 class SimulationConfig(BaseModel):
     model_config = _STRICT
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["float32", "bfloat16", "float16"] = "float32"
+    #: float32 (TF32 off on CUDA), or tf32 / bfloat16 / float16 on CUDA only
+    precision: Literal["float32", "tf32", "bfloat16", "float16"] = "float32"
     input_generation: InputGeneration
     num_realizations: int = Field(ge=1)
     num_timesteps: int = Field(ge=1)

@@ -122,9 +122,10 @@ def test_nonfinite_initial_field_is_caught():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_rollout_matches_cpu_statistics():
-    from spinlock_core.devices import resolve_device
+    from spinlock_core.devices import resolve_device, resolve_dtype
 
     assert resolve_device("auto").type == "cuda"
+    assert resolve_dtype("float32", torch.device("cuda")) is None and not torch.backends.cudnn.allow_tf32
     spec = dataclasses.replace(BASE, noise_scale=0.0, dropout_rate=0.0)
     cpu = _run(spec)
     op = build_operator(spec, root_seed=11, index=3, num_steps=4, device="cuda")
@@ -140,3 +141,15 @@ def test_auto_device_falls_back_to_cpu():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="'cuda' requested but no CUDA device"):
             resolve_device("cuda")
+
+
+def test_reduced_precision_needs_cuda_and_is_explicit(write_config):
+    from spinlock_core.config import ConfigError, load_experiment
+    from spinlock_core.devices import resolve_dtype
+
+    assert resolve_dtype("float32", torch.device("cpu")) is None
+    for p in ("tf32", "bfloat16", "float16"):
+        with pytest.raises(ValueError, match=f"simulation.precision: {p} needs a CUDA device"):
+            resolve_dtype(p, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="precision: bfloat16 is only supported on CUDA"):
+        load_experiment(write_config(simulation__precision="bfloat16"))  # the tiny config pins device: cpu
