@@ -87,3 +87,28 @@ def feature_check_specs(asset_key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
         dg.AssetCheckSpec("constant_columns", asset=asset_key, description="No undocumented constant feature across the shard"),
         dg.AssetCheckSpec("value_ranges", asset=asset_key, description="Values inside declared ranges"),
     ]
+
+
+def ic_balance_results(cfg, ic_types, *, asset_key: dg.AssetKey) -> list[dg.AssetCheckResult]:
+    """``ic_balance`` and ``ic_family_balance`` of realised IC types against the config's weights."""
+    from spinlock_core.generation import ic_families
+    from spinlock_core.generation.weights import family_weights, ic_type_weights
+    from spinlock_core.validation import label_balance
+
+    tol = cfg.sampling.validation.balance_tolerance
+    types = [t.decode() if isinstance(t, bytes) else str(t) for t in ic_types]
+    fam = ic_families(cfg)
+    return [
+        balance_result("ic_balance", label_balance(types, ic_type_weights(cfg), tolerance=tol), asset_key=asset_key, what="ic_type"),
+        balance_result("ic_family_balance", label_balance([fam[t] for t in types], family_weights(cfg), tolerance=tol),
+                       asset_key=asset_key, what="family"),
+    ]
+
+
+def policy_balance_result(cfg, policies, *, asset_key: dg.AssetKey) -> dg.AssetCheckResult:
+    """``policy_balance`` of realised evolution policies against the ``update_policy`` weights."""
+    from spinlock_core.generation.weights import policy_weights
+    from spinlock_core.validation import label_balance
+
+    report = label_balance(policies, policy_weights(cfg), tolerance=cfg.sampling.validation.balance_tolerance)
+    return balance_result("policy_balance", report, asset_key=asset_key, what="policy")

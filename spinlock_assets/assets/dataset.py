@@ -4,21 +4,17 @@
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from spinlock_core.generation import ic_families
 from spinlock_core.storage.dataset import consolidate
 from spinlock_core.storage.layout import PATHS
 from spinlock_core.storage.shards import open_h5
-from spinlock_core.validation import label_balance
 
-from ..checks import balance_result
+from ..checks import ic_balance_results, policy_balance_result
 from ..experiment import Experiment
 from ..resources import SpinlockStorage
-from spinlock_core.generation.weights import family_weights, policy_weights
 
 
 def build(exp: Experiment, stages: list[str], upstream: list[str]) -> list:
     cfg = exp.cfg
-    tol = cfg.sampling.validation.balance_tolerance
     key = exp.key("dataset")
 
     @dg.asset(
@@ -41,7 +37,6 @@ def build(exp: Experiment, stages: list[str], upstream: list[str]) -> list:
             ic = f[PATHS.IC_TYPES][()].astype(str)
             pol = f[PATHS.POLICIES][()].astype(str)
             div = f[PATHS.DIVERGED][()]
-        fam = ic_families(cfg)
         context.log.info(f"dataset: {cfg.sampling.total_samples} operators -> {paths.dataset}")
         return dg.MaterializeResult(
             metadata={
@@ -52,9 +47,8 @@ def build(exp: Experiment, stages: list[str], upstream: list[str]) -> list:
                 "stages": ", ".join(stages),
             },
             check_results=[
-                balance_result("ic_balance", label_balance(ic, cfg.simulation.input_generation.ic_type_weights, tolerance=tol), asset_key=key, what="ic_type"),
-                balance_result("ic_family_balance", label_balance([fam[t] for t in ic], family_weights(cfg), tolerance=tol), asset_key=key, what="family"),
-                balance_result("policy_balance", label_balance(pol, policy_weights(cfg), tolerance=tol), asset_key=key, what="policy"),
+                *ic_balance_results(cfg, ic, asset_key=key),
+                policy_balance_result(cfg, pol, asset_key=key),
                 dg.AssetCheckResult(check_name="divergence", asset_key=key, passed=int(div.sum()) == 0,
                                     severity=dg.AssetCheckSeverity.WARN, metadata={"diverged": int(div.sum())}),
             ],

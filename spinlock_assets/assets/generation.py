@@ -3,20 +3,17 @@
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from spinlock_core.generation import ic_families, write_initial_conditions
-from spinlock_core.generation.weights import family_weights
+from spinlock_core.generation import write_initial_conditions
 from spinlock_core.storage.paths import parse_shard_key
 from spinlock_core.storage.shards import check_stage_file
-from spinlock_core.validation import label_balance
 
-from ..checks import balance_result, layout_result
+from ..checks import ic_balance_results, layout_result
 from ..experiment import Experiment
 from ..resources import SpinlockStorage
 
 
 def build(exp: Experiment) -> list:
     cfg = exp.cfg
-    tol = cfg.sampling.validation.balance_tolerance
     ic_key, par_key = exp.key("initial_conditions"), exp.key("parameters")
 
     @dg.asset(
@@ -42,9 +39,6 @@ def build(exp: Experiment) -> list:
         out = paths.shard("initial_conditions", shard)
         res, types, fields = write_initial_conditions(cfg, paths, shard)
         context.log.info(f"{context.partition_key}: {stop - start} initial conditions -> {out}")
-        fam = ic_families(cfg)
-        types_rep = label_balance(types, cfg.simulation.input_generation.ic_type_weights, tolerance=tol)
-        fam_rep = label_balance([fam[t] for t in types], family_weights(cfg), tolerance=tol)
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(out)),
@@ -54,8 +48,7 @@ def build(exp: Experiment) -> list:
                 "write_seconds": res.write.seconds,
             },
             check_results=[
-                balance_result("ic_balance", types_rep, asset_key=ic_key, what="ic_type"),
-                balance_result("ic_family_balance", fam_rep, asset_key=ic_key, what="family"),
+                *ic_balance_results(cfg, types, asset_key=ic_key),
                 layout_result("shard_layout", check_stage_file(out, "initial_conditions", cfg, start=start, stop=stop),
                               asset_key=ic_key, path=str(out)),
             ],

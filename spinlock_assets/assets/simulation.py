@@ -9,12 +9,10 @@ from dagster import AssetExecutionContext
 
 from spinlock_core.features.families import FAMILIES
 from spinlock_core.generation import simulate_shard
-from spinlock_core.generation.weights import policy_weights
 from spinlock_core.storage.paths import parse_shard_key
 from spinlock_core.storage.shards import check_stage_file
-from spinlock_core.validation import label_balance
 
-from ..checks import WARN, balance_result, feature_check_results, feature_check_specs, layout_result
+from ..checks import WARN, feature_check_results, feature_check_specs, layout_result, policy_balance_result
 from ..experiment import Experiment
 from ..resources import SpinlockStorage
 from ._progress import progress_logger
@@ -24,7 +22,6 @@ ROLLOUT_FAMILIES = ("summary", "temporal")
 
 def build(exp: Experiment) -> list:
     cfg = exp.cfg
-    tol = cfg.sampling.validation.balance_tolerance
     ro_key = exp.key("rollouts")
     fam_keys = {f: exp.key(f"features/{f}") for f in ROLLOUT_FAMILIES if FAMILIES[f].enabled(cfg)}
     specs = [
@@ -73,7 +70,6 @@ def build(exp: Experiment) -> list:
         if write_ro:
             out = paths.shard("rollouts", shard)
             n_div = int(sim.diverged.sum())
-            pol = label_balance([s.update_policy for s in sim.specs], policy_weights(cfg), tolerance=tol)
             yield dg.MaterializeResult(
                 asset_key=ro_key,
                 metadata={
@@ -88,7 +84,7 @@ def build(exp: Experiment) -> list:
                     "write_share": res.write_seconds / max(res.seconds_total, 1e-9),
                 },
                 check_results=[
-                    balance_result("policy_balance", pol, asset_key=ro_key, what="policy"),
+                    policy_balance_result(cfg, [s.update_policy for s in sim.specs], asset_key=ro_key),
                     dg.AssetCheckResult(
                         check_name="divergence", asset_key=ro_key, passed=n_div == 0, severity=WARN,
                         metadata={"diverged": n_div, "n": stop - start,
