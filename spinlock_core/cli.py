@@ -1,6 +1,8 @@
 """The ``spinlock`` command: thin wrappers around library calls.
 
-    spinlock validate CONFIG...      exit 0 with one OK line per file; exit 2 with FILE: field: reason
+    spinlock validate CONFIG...      exit 0 with one OK line per file; exit 2 when any file is
+                                     invalid, with one `FILE: field.path: reason` line (stderr)
+                                     for every problem of every file
     spinlock inspect DATASET.h5      groups, shapes, dtypes, attributes, per-feature NaN counts
 """
 

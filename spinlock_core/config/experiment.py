@@ -6,12 +6,15 @@ Top-level sections: ``version``, ``metadata``, ``parameter_space``, ``sampling``
 
 from __future__ import annotations
 
-import math
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .parameters import ChoiceParam, ParameterSpace
+from .ic_variants import variant_problems
+from .parameter_rules import grid_size_problem
+from .parameters import PARAMETER_GROUPS, ParameterSpace
+from .problems import problem, raise_problems
 
 __all__ = [
     "ExperimentConfig",
@@ -27,12 +30,43 @@ __all__ = [
 _STRICT = ConfigDict(extra="forbid")
 
 
+#: the features are defined for exactly this many channels (cross-channel pairs (0,1), (0,2), (1,2))
+NUM_CHANNELS = 3
+#: The experiment name names its data folder and generated files (at most 255 bytes each on common
+#: file systems, with a prefix added) and prefixes its Dagster asset keys (op names: [A-Za-z0-9_]).
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
+NAME_MAX = 200
+
+
+def _only(field: str, implemented: str, why: str):
+    """A ``before`` validator accepting only ``implemented`` for ``field``, saying why otherwise."""
+
+    def check(cls, v):
+        if v != implemented:
+            raise ValueError(f"only {implemented!r} is implemented ({why}); got {v!r}")
+        return v
+
+    return field_validator(field, mode="before")(classmethod(check))
+
+
 class Metadata(BaseModel):
     model_config = _STRICT
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: str = Field(min_length=1)
     description: str = ""
     author: str | None = None
     tags: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_PATTERN.match(v):
+            raise ValueError(
+                f"use only letters, digits and '_' (the name is a folder name and the prefix of the "
+                f"experiment's Dagster asset keys, whose op names allow only [A-Za-z0-9_]); got {v!r}"
+            )
+        if len(v) > NAME_MAX:
+            raise ValueError(f"at most {NAME_MAX} characters (it becomes a folder and file name), got {len(v)}")
+        return v
 
 
 class SobolConfig(BaseModel):
@@ -40,15 +74,31 @@ class SobolConfig(BaseModel):
     scramble: bool = True
     seed: int = Field(default=0, ge=0)
     #: ``lms`` = scipy's default (linear matrix scramble + digital shift); ``owen`` adds
-    #: nested-uniform (hash-based Owen) scrambling on top.
+    #: nested-uniform (hash-based Owen) scrambling on top, so it needs ``scramble: true``.
     scramble_method: Literal["lms", "owen"] = "lms"
+
+    @model_validator(mode="after")
+    def _owen_needs_scramble(self):
+        if self.scramble_method == "owen" and not self.scramble:
+            raise_problems("SobolConfig", [problem("scramble_method", (
+                "'owen' adds nested-uniform scrambling on top of scipy's scrambled points, and scramble: false "
+                "asks for the unscrambled sequence; set scramble: true, or scramble_method: lms"
+            ), self.scramble_method)])
+        return self
 
 
 class StratificationConfig(BaseModel):
     model_config = _STRICT
-    method: Literal["adaptive", "uniform", "none"] = "adaptive"
+    method: Literal["adaptive"] = "adaptive"
     num_strata_per_dim: int = Field(default=5, ge=1)
     min_samples_per_stratum: int = Field(default=1, ge=0)
+
+    _method = _only(
+        "method",
+        "adaptive",
+        "the Sobol points are used as drawn, and a sampling check requires each of the num_strata_per_dim "
+        "equal strata of every dimension to hold min_samples_per_stratum points; another method would change nothing",
+    )
 
 
 class ValidationConfig(BaseModel):
@@ -61,13 +111,18 @@ class ValidationConfig(BaseModel):
     #: allowed |realised - configured| fraction of IC types, families and policies; default
     #: 1 percentage point, widened to 3 counts for small N (see sampling.balance_tolerance)
     balance_tolerance: float | None = Field(default=None, ge=0)
-    #: discrepancy is O(N^2): computed on a deterministic subsample of at most this many points
-    discrepancy_subsample: int = Field(default=10_000, ge=16)
+    #: discrepancy is O(N^2 P): above this many points it is computed on the first 2^k <= this
+    #: (a Sobol prefix keeps its structure; a random subsample would not); ~3 s at 16,384 in 12-D
+    discrepancy_points: int = Field(default=16_384, ge=16)
+    #: CD^2 / (its i.i.d. expectation) allowed on the prefix and on every shard block
+    max_discrepancy_ratio: float = Field(default=0.5, gt=0)
+    #: point sets (prefix, shard blocks) smaller than this are reported but not judged by the ratio
+    discrepancy_min_points: int = Field(default=128, ge=2)
 
 
 class SamplingConfig(BaseModel):
     model_config = _STRICT
-    strategy: Literal["sobol", "sobol_stratified"] = "sobol_stratified"
+    strategy: Literal["sobol_stratified"] = "sobol_stratified"
     sobol: SobolConfig = Field(default_factory=SobolConfig)
     stratification: StratificationConfig = Field(default_factory=StratificationConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
@@ -75,41 +130,38 @@ class SamplingConfig(BaseModel):
     #: operators per rollout batch
     batch_size: int = Field(default=8, ge=1)
 
+    _strategy = _only(
+        "strategy",
+        "sobol_stratified",
+        "scrambled Sobol points with the stratum-coverage check of sampling.stratification; "
+        "to skip that check set sampling.validation.check_stratification: false",
+    )
+
 
 class InputGeneration(BaseModel):
     """``method``, ``ic_type_weights`` and one block per IC variant (any other key).
 
     Every variant named in the weights is resolved to a registered generator (from the block's
     ``type``, its name, or its fields), and every block present must be named in the weights:
-    nothing is silently ignored.
+    nothing is silently ignored. Every problem is reported, each at its own key.
     """
 
     model_config = ConfigDict(extra="allow")
-    method: Literal["sampled"] = "sampled"
+    #: only "sampled" is implemented (checked with the variants, so that a wrong method hides none
+    #: of their problems)
+    method: str = "sampled"
     ic_type_weights: dict[str, float] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _variants(self):
-        from ..initial_conditions.registry import resolve_variant
-
-        weights = self.ic_type_weights
-        for name, w in weights.items():
-            if not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0):
-                raise ValueError(f"ic_type_weights.{name}: weight must be finite and >= 0, got {w}")
-        total = sum(weights.values())
-        if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"ic_type_weights: weights must sum to 1 (within 1e-6), got {total:.8g}")
-        blocks = self.variant_blocks()
-        for name in blocks:
-            if name not in weights:
-                raise ValueError(
-                    f"{name}: IC variant block has no entry in ic_type_weights (it would be ignored)"
-                )
-        for name in weights:
-            block = blocks.get(name)
-            if block is not None and not isinstance(block, dict):
-                raise ValueError(f"{name}: IC variant block must be a mapping, got {type(block).__name__}")
-            resolve_variant(name, block)
+        problems = []
+        if self.method != "sampled":
+            problems.append(problem("method", (
+                "only 'sampled' is implemented (each operator's IC variant is drawn from ic_type_weights "
+                f"and its field generated from the variant's block); got {self.method!r}"
+            ), self.method))
+        problems += variant_problems(self.ic_type_weights, self.variant_blocks())
+        raise_problems("InputGeneration", problems)
         return self
 
     def variant_blocks(self) -> dict[str, Any]:
@@ -130,10 +182,11 @@ class SimulationConfig(BaseModel):
     precision: Literal["float32", "tf32", "bfloat16", "float16"] = "float32"
     input_generation: InputGeneration
     num_realizations: int = Field(ge=1)
+    #: stored states T, the initial condition included: T - 1 operator applications
     num_timesteps: int = Field(ge=1)
-    num_channels: int = Field(default=3, ge=1)
+    num_channels: int = 3
     #: used when ``grid_size`` is not a sampled parameter
-    grid_size: int | None = Field(default=None, ge=4)
+    grid_size: int | None = None
     #: |u| above this (or a non-finite value) stops the operator's rollout and marks it diverged
     divergence_threshold: float = Field(default=1.0e4, gt=0)
     #: period (in steps) of the ``periodic`` noise schedule
@@ -141,6 +194,23 @@ class SimulationConfig(BaseModel):
     #: defaults for evolution constants that are not sampled
     dt: float = Field(default=0.01, gt=0)
     alpha: float = Field(default=0.5, ge=0, le=1)
+
+    @field_validator("num_channels")
+    @classmethod
+    def _channels(cls, v: int) -> int:
+        if v != NUM_CHANNELS:
+            raise ValueError(
+                f"must be {NUM_CHANNELS}: the features are defined for 3 channels (the cross-channel "
+                f"features use the pairs (0,1), (0,2), (1,2)); got {v}"
+            )
+        return v
+
+    @field_validator("grid_size")
+    @classmethod
+    def _grid(cls, v: int | None) -> int | None:
+        if v is not None and (reason := grid_size_problem(v)):
+            raise ValueError(reason)
+        return v
 
     @model_validator(mode="after")
     def _precision(self):
@@ -203,54 +273,19 @@ class ExperimentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _cross(self):
-        specs = dict(self.parameter_space.ordered())
-        grid = specs.get("grid_size")
-        if grid is not None:
-            if not isinstance(grid, ChoiceParam) or len(grid.choices) != 1:
-                raise ValueError(
-                    "parameter_space.grid_size: one dataset holds one grid size; use a choice with "
-                    "a single value (run one experiment per grid size)"
-                )
-            if not isinstance(grid.choices[0], int) or grid.choices[0] < 4:
-                raise ValueError(f"parameter_space.grid_size: must be an integer >= 4, got {grid.choices[0]}")
-        elif self.simulation.grid_size is None:
-            raise ValueError("simulation.grid_size: required when grid_size is not in parameter_space")
-        for name, allowed in _CHOICE_VALUES.items():
-            spec = specs.get(name)
-            if spec is None:
-                continue
-            if not isinstance(spec, ChoiceParam):
-                raise ValueError(f"parameter_space.{name}: must be a choice")
-            bad = [c for c in spec.choices if c not in allowed]
-            if bad:
-                raise ValueError(
-                    f"parameter_space.{name}: unknown value(s) {bad}; known: {sorted(allowed)}"
-                )
-        checks = {
-            "num_layers": (1, 16),
-            "base_channels": (1, 1024),
-            "kernel_size": (1, 31),
-        }
-        for name, (lo, hi) in checks.items():
-            spec = specs.get(name)
-            if spec is None:
-                continue
-            if name == "kernel_size" and not isinstance(spec, ChoiceParam) and spec.bounds[0] != spec.bounds[1]:
-                raise ValueError("parameter_space.kernel_size: use a choice of odd sizes (an integer range would give even kernels)")
-            values = spec.choices if isinstance(spec, ChoiceParam) else list(getattr(spec, "bounds", []))
-            for v in values:
-                if not isinstance(v, int) or not lo <= v <= hi:
-                    raise ValueError(f"parameter_space.{name}: values must be integers in [{lo}, {hi}], got {v}")
-                if name == "kernel_size" and v % 2 == 0:
-                    raise ValueError(f"parameter_space.kernel_size: kernel sizes must be odd, got {v}")
-        for name, (lo, hi) in {"dropout_rate": (0.0, 0.95), "alpha": (0.0, 1.0), "spatial_correlation": (0.0, 1.0)}.items():
-            spec = specs.get(name)
-            if spec is not None and hasattr(spec, "bounds") and not (lo <= spec.bounds[0] and spec.bounds[1] <= hi):
-                raise ValueError(f"parameter_space.{name}: bounds must lie in [{lo}, {hi}], got {list(spec.bounds)}")
-        for name in ("noise_scale", "dt"):
-            spec = specs.get(name)
-            if spec is not None and hasattr(spec, "bounds") and spec.bounds[0] < 0:
-                raise ValueError(f"parameter_space.{name}: bounds must be >= 0, got {list(spec.bounds)}")
+        # per-parameter and per-section rules live in their sections (so they are reported even
+        # when another section fails); here only what needs two sections
+        problems = []
+        space = self.parameter_space
+        group = next((g for g in PARAMETER_GROUPS if "grid_size" in getattr(space, g)), None)
+        sim_grid = self.simulation.grid_size
+        if group is None and sim_grid is None:
+            problems.append(problem(("simulation", "grid_size"), "required when grid_size is not in parameter_space"))
+        elif group is not None and sim_grid is not None and sim_grid != (grid := getattr(space, group)["grid_size"].choices[0]):
+            problems.append(problem(("simulation", "grid_size"), (
+                f"{sim_grid} would be ignored: parameter_space.{group}.grid_size ({grid}) sets the grid; remove one"
+            ), sim_grid))
+        raise_problems("ExperimentConfig", problems)
         return self
 
     @property
@@ -273,13 +308,3 @@ class ExperimentConfig(BaseModel):
             raise ValueError(f"shard {shard} out of range [0, {self.num_shards})")
         s = self.dataset.storage.shard_size
         return shard * s, min((shard + 1) * s, self.sampling.total_samples)
-
-
-_CHOICE_VALUES: dict[str, set] = {
-    "activation": {"gelu", "relu", "tanh", "silu", "elu", "leaky_relu", "sigmoid", "softplus"},
-    "normalization": {"instance", "layer", "none"},
-    "noise_type": {"gaussian", "laplace", "uniform"},
-    "noise_schedule": {"constant", "annealing", "periodic"},
-    "update_policy": {"residual", "convex", "autoregressive"},
-    "padding_mode": {"circular", "reflect", "replicate", "zeros"},
-}

@@ -1,4 +1,5 @@
-"""Load and validate YAML configs; every failure becomes one :class:`ConfigError` naming file and field."""
+"""Load and validate YAML configs; a failure becomes one :class:`ConfigError` listing every problem
+of the file, each with its field path (see :mod:`.problems` for how validators report several)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def _loc(loc: tuple) -> str:
 
 
 def format_validation_error(err: ValidationError) -> list[tuple[str, str]]:
-    """``ValidationError`` -> ``[(field.path, reason)]`` with pydantic's noise removed."""
+    """``ValidationError`` -> ``[(field.path, reason)]``, one per error, with pydantic's noise removed."""
     out = []
     for e in err.errors():
         loc = tuple(x for x in e["loc"] if x not in ("integer", "continuous", "choice", "boolean"))
@@ -74,7 +75,8 @@ def load_yaml_model(path: str | Path, model: type[M]) -> M:
     """Read ``path`` and validate it as ``model``.
 
     Raises:
-        ConfigError: missing/unreadable file, malformed YAML or invalid content.
+        ConfigError: missing/unreadable file, malformed YAML or invalid content; ``problems``
+            lists every problem found, each as ``(field.path, reason)``.
     """
     path = Path(path)
     data = _read_yaml(path)

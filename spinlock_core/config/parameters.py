@@ -9,7 +9,18 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+
+from .problems import problem, raise_problems, relocated
 
 __all__ = [
     "IntegerParam",
@@ -46,17 +57,28 @@ PARAMETER_GROUPS = ("architecture", "stochastic", "operator", "evolution")
 _STRICT = ConfigDict(extra="forbid")
 
 
-class _Bounded(BaseModel):
+class _Spec(BaseModel):
+    """Base of the parameter specs: one validator reporting every problem of the spec."""
+
     model_config = _STRICT
 
+    def _problems(self) -> list:
+        return []
+
     @model_validator(mode="after")
-    def _ordered(self):
+    def _check(self):
+        raise_problems(type(self).__name__, self._problems())
+        return self
+
+
+class _Bounded(_Spec):
+    def _problems(self) -> list:
         lo, hi = self.bounds
         if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError(f"bounds must be finite, got [{lo}, {hi}]")
+            return [problem("bounds", f"bounds must be finite, got [{lo}, {hi}]", list(self.bounds))]
         if lo > hi:
-            raise ValueError(f"bounds: lower bound {lo} exceeds upper bound {hi}")
-        return self
+            return [problem("bounds", f"lower bound {lo} exceeds upper bound {hi}", list(self.bounds))]
+        return []
 
 
 class IntegerParam(_Bounded):
@@ -79,52 +101,47 @@ class ContinuousParam(_Bounded):
     log_scale: bool = False
     description: str | None = None
 
-    @model_validator(mode="after")
-    def _log_positive(self):
+    def _problems(self) -> list:
+        out = super()._problems()
         if self.log_scale and self.bounds[0] <= 0:
-            raise ValueError(f"bounds: log_scale needs bounds > 0, got lower bound {self.bounds[0]}")
-        return self
+            out.append(problem("bounds", f"log_scale needs bounds > 0, got lower bound {self.bounds[0]}", list(self.bounds)))
+        return out
 
     @property
     def cardinality(self) -> float:
         return math.inf if self.bounds[0] != self.bounds[1] else 1
 
 
-class ChoiceParam(BaseModel):
+class ChoiceParam(_Spec):
     """One of ``choices``, with optional ``weights`` (non-negative, one per choice, summing to 1)."""
-
-    model_config = _STRICT
 
     type: Literal["choice"]
     choices: list[Any] = Field(min_length=1)
     weights: list[float] | None = None
     description: str | None = None
 
-    @model_validator(mode="after")
-    def _weights(self):
+    def _problems(self) -> list:
+        out = []
         if self.weights is not None:
-            if len(self.weights) != len(self.choices):
-                raise ValueError(
-                    f"weights: {len(self.weights)} weights for {len(self.choices)} choices"
-                )
-            if any((not math.isfinite(w)) or w < 0 for w in self.weights):
-                raise ValueError(f"weights: must be finite and non-negative, got {self.weights}")
-            total = sum(self.weights)
-            if abs(total - 1.0) > 1e-6:
-                raise ValueError(f"weights: must sum to 1 (within 1e-6), got {total:.8g}")
+            counted = len(self.weights) == len(self.choices)
+            finite = all(math.isfinite(w) and w >= 0 for w in self.weights)
+            if not counted:
+                out.append(problem("weights", f"{len(self.weights)} weights for {len(self.choices)} choices", self.weights))
+            if not finite:
+                out.append(problem("weights", f"must be finite and non-negative, got {self.weights}", self.weights))
+            if counted and finite and abs(sum(self.weights) - 1.0) > 1e-6:
+                out.append(problem("weights", f"must sum to 1 (within 1e-6), got {sum(self.weights):.8g}", self.weights))
         if len({repr(c) for c in self.choices}) != len(self.choices):
-            raise ValueError(f"choices: duplicate values in {self.choices}")
-        return self
+            out.append(problem("choices", f"duplicate values in {self.choices}", self.choices))
+        return out
 
     @property
     def cardinality(self) -> int:
         return len(self.choices)
 
 
-class BooleanParam(BaseModel):
+class BooleanParam(_Spec):
     """``u >= 0.5``."""
-
-    model_config = _STRICT
 
     type: Literal["boolean"]
     description: str | None = None
@@ -138,10 +155,17 @@ ParameterSpec = Annotated[
     Union[IntegerParam, ContinuousParam, ChoiceParam, BooleanParam], Field(discriminator="type")
 ]
 
+_SPEC = TypeAdapter(ParameterSpec)
+
 
 class ParameterSpace(BaseModel):
     """The sampled dimensions, grouped; order = YAML order inside architecture, stochastic,
-    operator, evolution."""
+    operator, evolution.
+
+    Each parameter is validated on its own (its type's rules, then what its name allows, see
+    :mod:`.parameter_rules`), so one broken parameter hides no problem of another; then the
+    space as a whole (a name in two groups, a parameter that another one makes inert).
+    """
 
     model_config = _STRICT
 
@@ -150,21 +174,50 @@ class ParameterSpace(BaseModel):
     operator: dict[str, ParameterSpec] = Field(default_factory=dict)
     evolution: dict[str, ParameterSpec] = Field(default_factory=dict)
 
+    @field_validator(*PARAMETER_GROUPS, mode="wrap")
+    @classmethod
+    def _group(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> dict[str, Any]:
+        from .parameter_rules import value_problems
+
+        if not isinstance(value, dict):
+            return handler(value)  # pydantic's own message for a non-mapping
+        problems, out = [], {}
+        for name, raw in value.items():
+            if not isinstance(name, str):
+                problems.append(problem((name,), f"parameter names must be strings, got {name!r}", name))
+                continue
+            if name not in KNOWN_PARAMETERS:
+                problems.append(problem((name,), (
+                    f"unknown parameter (it would be sampled but never used); "
+                    f"known: {', '.join(sorted(KNOWN_PARAMETERS))}"
+                ), raw))
+            try:
+                spec = _SPEC.validate_python(raw)
+            except ValidationError as e:
+                problems += relocated(e, (name,))
+                continue
+            problems += [problem((name, *loc), reason, raw) for loc, reason in value_problems(name, spec)]
+            out[name] = spec
+        raise_problems("ParameterSpace", problems)
+        return out
+
     @model_validator(mode="after")
-    def _names(self):
+    def _space(self):
+        from .parameter_rules import inert_problems
+
+        problems = []
         seen: dict[str, str] = {}
         for group in PARAMETER_GROUPS:
             for name in getattr(self, group):
-                if name not in KNOWN_PARAMETERS:
-                    raise ValueError(
-                        f"{group}.{name}: unknown parameter (it would be sampled but never used); "
-                        f"known: {', '.join(sorted(KNOWN_PARAMETERS))}"
-                    )
                 if name in seen:
-                    raise ValueError(f"{group}.{name}: also defined in {seen[name]}")
-                seen[name] = group
+                    problems.append(problem((group, name), f"also defined in {seen[name]}"))
+                else:
+                    seen[name] = group
         if not seen:
-            raise ValueError("no parameters defined")
+            problems.append(problem((), "no parameters defined"))
+        specs = dict(self.ordered())
+        problems += [problem((seen[name], name), reason) for name, reason in inert_problems(specs)]
+        raise_problems("ParameterSpace", problems)
         return self
 
     def ordered(self) -> list[tuple[str, Any]]:

@@ -17,7 +17,7 @@ from .localized import localized
 from .multiscale_grf import multiscale_grf
 from .structured import structured
 
-__all__ = ["IC_GENERATORS", "resolve_variant", "validate_params", "generate_ic"]
+__all__ = ["IC_GENERATORS", "UnknownICTypeError", "resolve_base", "resolve_variant", "validate_params", "generate_ic"]
 
 IC_GENERATORS: dict[str, ICGenerator] = {
     gaussian_random_field.name: gaussian_random_field,
@@ -25,6 +25,19 @@ IC_GENERATORS: dict[str, ICGenerator] = {
     structured.name: structured,
     localized.name: localized,
 }
+
+
+class UnknownICTypeError(ValueError):
+    """No registered generator fits a variant.
+
+    ``variant`` is the config key; ``declared`` its block's ``type`` value, or None when the type
+    was to be found from the name or the block's keys.
+    """
+
+    def __init__(self, message: str, variant: str, declared: str | None = None):
+        super().__init__(message)
+        self.variant = variant
+        self.declared = declared
 
 
 def _known() -> str:
@@ -73,7 +86,33 @@ def _base_from_fields(variant_name: str, keys: set[str]) -> ICGenerator:
             f"initial condition {variant_name!r}: ambiguous type: keys {', '.join(sorted(keys))} fit "
             f"{', '.join(sorted(g.name for g in fits))}; add a 'type' key"
         )
-    raise ValueError(f"initial condition {variant_name!r}: unknown type; known types: {_known()}")
+    raise UnknownICTypeError(f"initial condition {variant_name!r}: unknown type; known types: {_known()}", variant_name)
+
+
+def resolve_base(variant_name: str, block: Mapping[str, Any] | None) -> tuple[ICGenerator, dict[str, Any]]:
+    """A variant's base generator and its parameter block without ``type`` (not yet validated).
+
+    See :func:`resolve_variant` for how the base is found.
+
+    Raises:
+        UnknownICTypeError: no registered generator fits (a ``ValueError``).
+        ValueError: empty name, non-mapping block, ambiguous type.
+    """
+    if not isinstance(variant_name, str) or not variant_name:
+        raise ValueError(f"initial condition name must be a non-empty string, got {variant_name!r}")
+    if block is None:
+        block = {}
+    if not isinstance(block, Mapping):
+        raise ValueError(f"initial condition {variant_name!r}: block must be a mapping, got {type(block).__name__}")
+    params = dict(block)
+    if "type" in params:
+        base = params.pop("type")
+        if not isinstance(base, str) or base not in IC_GENERATORS:
+            raise UnknownICTypeError(
+                f"initial condition {variant_name!r}: unknown type {base!r}; known types: {_known()}", variant_name, base
+            )
+        return IC_GENERATORS[base], params
+    return _base_from_name(variant_name) or _base_from_fields(variant_name, set(params)), params
 
 
 def resolve_variant(variant_name: str, block: Mapping[str, Any] | None) -> tuple[ICGenerator, BaseModel]:
@@ -92,23 +131,11 @@ def resolve_variant(variant_name: str, block: Mapping[str, Any] | None) -> tuple
         ``(generator, params)`` with ``params`` an instance of ``generator.params_model``.
 
     Raises:
-        ValueError: empty name, non-mapping block, unknown or ambiguous type, invalid parameters;
-            the message names the variant and, where there is one, the field.
+        ValueError: empty name, non-mapping block, unknown (:class:`UnknownICTypeError`) or
+            ambiguous type, invalid parameters; the message names the variant and, where there is
+            one, the field.
     """
-    if not isinstance(variant_name, str) or not variant_name:
-        raise ValueError(f"initial condition name must be a non-empty string, got {variant_name!r}")
-    if block is None:
-        block = {}
-    if not isinstance(block, Mapping):
-        raise ValueError(f"initial condition {variant_name!r}: block must be a mapping, got {type(block).__name__}")
-    params = dict(block)
-    if "type" in params:
-        base = params.pop("type")
-        if base not in IC_GENERATORS:
-            raise ValueError(f"initial condition {variant_name!r}: unknown type {base!r}; known types: {_known()}")
-        generator = IC_GENERATORS[base]
-    else:
-        generator = _base_from_name(variant_name) or _base_from_fields(variant_name, set(params))
+    generator, params = resolve_base(variant_name, block)
     return generator, validate_params(generator, params, variant_name)
 
 

@@ -60,10 +60,15 @@ def sobol_points(
         dim: dimensions P (1..21201).
         seed: root seed; the engine's generator is derived from ``(seed, "sobol")``.
         scramble: scipy's LMS + digital-shift scrambling.
-        scramble_method: ``"lms"`` (scipy's) or ``"owen"`` (adds nested-uniform scrambling).
+        scramble_method: ``"lms"`` (scipy's) or ``"owen"`` (adds nested-uniform scrambling; needs
+            ``scramble``).
 
     Returns:
         ``[n, dim]`` float64 in ``[0, 1)``.
+
+    Raises:
+        ValueError: ``n <= 0``, ``dim`` out of range, unknown ``scramble_method``, or ``"owen"``
+            with ``scramble=False``.
     """
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
@@ -71,6 +76,9 @@ def sobol_points(
         raise ValueError(f"dim must be in [1, 21201], got {dim}")
     if scramble_method not in ("lms", "owen"):
         raise ValueError(f"scramble_method must be 'lms' or 'owen', got {scramble_method!r}")
+    if scramble_method == "owen" and not scramble:
+        # scramble=False asks for the deterministic sequence; Owen scrambling would randomise it anyway
+        raise ValueError("scramble_method='owen' needs scramble=True (scramble=False asks for the unscrambled sequence)")
     rng = numpy_generator(seed, "sobol")
     engine = qmc.Sobol(d=dim, scramble=scramble, rng=rng)
     m = max(0, math.ceil(math.log2(n)))

@@ -1,4 +1,7 @@
-"""Config schema: every shipped config validates; every bad input gets one precise message."""
+"""Config schema: every shipped config validates; every bad input gets one precise message.
+
+Several problems in one file, and the rules added for them: tests/core/test_config_problems.py.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ def test_production_config_is_the_seed_verbatim():
 
 def test_baseline_shaped_config():
     cfg = load_experiment(ROOT / "configs/experiments/baseline_10k.yaml")
-    assert cfg.parameter_space.dim == 15 and cfg.grid_size == 128 and cfg.simulation.num_timesteps == 1
+    # T = 2: the initial condition and one operator application (the seed's one stored output)
+    assert cfg.parameter_space.dim == 15 and cfg.grid_size == 128 and cfg.simulation.num_timesteps == 2
     assert {"dt", "alpha"} <= set(cfg.parameter_space.names)
 
 
@@ -48,17 +52,19 @@ def _err(write_config, **over) -> str:
         ({"parameter_space__architecture__num_layers__extra": 1}, r"parameter_space\.architecture\.num_layers\.extra: unknown key"),
         ({"sampling__total_samples": "many"}, r"sampling\.total_samples: Input should be a valid integer"),
         ({"sampling__total_samples": 0}, r"sampling\.total_samples: Input should be greater than 0"),
-        ({"parameter_space__architecture__dropout_rate__bounds": [0.3, 0.1]}, r"dropout_rate: bounds: lower bound 0.3 exceeds upper bound 0.1"),
-        ({"parameter_space__stochastic__noise_scale__bounds": [0.0, 1.0]}, r"noise_scale: bounds: log_scale needs bounds > 0"),
-        ({"parameter_space__evolution__update_policy__weights": [0.5, 0.4]}, r"update_policy: weights: must sum to 1"),
-        ({"parameter_space__evolution__update_policy__weights": [0.5]}, r"update_policy: weights: 1 weights for 2 choices"),
-        ({"simulation__input_generation__ic_type_weights": {"gaussian_random_field": 0.5, "localized": 0.4}}, r"ic_type_weights: weights must sum to 1"),
+        ({"parameter_space__architecture__dropout_rate__bounds": [0.3, 0.1]}, r"parameter_space\.architecture\.dropout_rate\.bounds: lower bound 0.3 exceeds upper bound 0.1$"),
+        ({"parameter_space__stochastic__noise_scale__bounds": [0.0, 1.0]}, r"stochastic\.noise_scale\.bounds: log_scale needs bounds > 0, got lower bound 0.0$"),
+        ({"parameter_space__evolution__update_policy__weights": [0.5, 0.4]}, r"evolution\.update_policy\.weights: must sum to 1 \(within 1e-6\), got 0.9$"),
+        ({"parameter_space__evolution__update_policy__weights": [0.5]}, r"evolution\.update_policy\.weights: 1 weights for 2 choices$"),
+        ({"simulation__input_generation__ic_type_weights": {"gaussian_random_field": 0.5, "localized": 0.4},
+          "simulation__input_generation__multiscale_grf_low": "__delete__", "simulation__input_generation__structured": "__delete__"},
+         r"input_generation\.ic_type_weights: weights must sum to 1 \(within 1e-6\), got 0.9$"),
         ({"simulation__input_generation__ic_type_weights": {"gaussian_random_field": 0.25, "multiscale_grf_low": 0.25, "structured": 0.25, "warp_drive": 0.25},
-          "simulation__input_generation__localized": "__delete__"}, r"initial condition 'warp_drive': unknown type; known types: gaussian_random_field"),
-        ({"simulation__input_generation__structured": {"wavelength_range": [10.0, 5.0]}}, r"initial condition 'structured': wavelength_range"),
+          "simulation__input_generation__localized": "__delete__"}, r"input_generation\.ic_type_weights\.warp_drive: unknown IC type 'warp_drive': .*; known types: gaussian_random_field, localized, multiscale_grf, structured$"),
+        ({"simulation__input_generation__structured": {"wavelength_range": [10.0, 5.0]}}, r"input_generation\.structured\.wavelength_range: lower bound 10.0 exceeds upper bound 5.0$"),
         ({"parameter_space__architecture__widget": {"type": "integer", "bounds": [1, 2]}}, r"architecture\.widget: unknown parameter"),
-        ({"parameter_space__architecture__activation__choices": ["gelu", "swish9"]}, r"activation: unknown value\(s\) \['swish9'\]"),
-        ({"parameter_space__operator__grid_size__choices": [16, 32]}, r"grid_size: one dataset holds one grid size"),
+        ({"parameter_space__architecture__activation__choices": ["gelu", "swish9"]}, r"architecture\.activation\.choices: unknown value\(s\) \['swish9'\]; known: \['elu', 'gelu'"),
+        ({"parameter_space__operator__grid_size__choices": [16, 32]}, r"operator\.grid_size: one dataset holds one grid size"),
         ({"parameter_space__architecture__num_layers__type": "float"}, r"num_layers: Input tag 'float' found using 'type' does not match"),
         ({"dataset__storage__compression": "zstd"}, r"dataset\.storage\.compression: Input should be 'gzip', 'lzf' or 'none'"),
     ],
@@ -67,7 +73,8 @@ def test_bad_config_messages(write_config, overrides, expected):
     import re
 
     msg = _err(write_config, **overrides)
-    assert re.search(expected, msg), msg
+    assert re.search(expected, msg, re.M), msg
+    assert len(msg.splitlines()) == 1, msg  # one problem, one message
     assert "Traceback" not in msg
 
 
