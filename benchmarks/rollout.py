@@ -8,6 +8,11 @@
   64x64, M = 5 (widths 32, 64, 128 as the spec's b, 2b, 4b).
 * ``hdf5``: the share of wall time spent in HDF5 writes while materializing one shard (parameters
   file excluded) with the production config's compression (gzip-4 + shuffle, 64x64, M = 5).
+* ``generator``: the cost of the medium operator's noise draw (``spinlock_core.rng``: Philox4x32-10
+  plus the exact Box-Muller transform, [M, 128, 64, 64] on the CPU) as a fraction of one medium
+  step, split into Philox (a dropout-mask draw: the same Philox words, a compare instead of the
+  transform) and transform; next to it the same fraction for the former ``torch.randn`` draw.
+  Interleaved rounds, medians of the per-round ratios.
 
     MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 python benchmarks/rollout.py [--quick]
 """
@@ -32,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 from spinlock_core.config import load_experiment  # noqa: E402
 from spinlock_core.generation import write_initial_conditions, write_parameters  # noqa: E402
 from spinlock_core.operators import OperatorSpec, apply_policy, build_operator  # noqa: E402
-from spinlock_core.rollout import noise_generators, rollout  # noqa: E402
+from spinlock_core.rng import GENERATOR, NOISE, DrawKey, keep_mask, unit_noise  # noqa: E402
+from spinlock_core.rollout import rollout  # noqa: E402
 from spinlock_core.storage.paths import ExperimentPaths  # noqa: E402
 
 SIZES = {
@@ -60,14 +66,14 @@ def bench_size(name: str, grid: int, m: int, steps: int, rounds: int) -> dict:
     spec = OperatorSpec(**SIZES[name], grid_size=grid, noise_scale=0.05, spatial_correlation=0.0, dropout_rate=0.0, dt=0.1)
     op = build_operator(spec, root_seed=0, index=0, num_steps=steps)
     u = torch.randn(m, 3, grid, grid)
-    gens = noise_generators(0, 0, m, torch.device("cpu"))
+    key = DrawKey.for_operator(0, 0, m)
     flops = spec.conv_flops(m)
 
     def single() -> float:
         with torch.inference_mode():
             t0 = time.perf_counter()
             for _ in range(steps):
-                apply_policy(spec.update_policy, u, op(u, 0, gens), dt=spec.dt, alpha=spec.alpha)
+                apply_policy(spec.update_policy, u, op(u, 0, key), dt=spec.dt, alpha=spec.alpha)
             return (time.perf_counter() - t0) / steps
 
     def roll() -> float:
@@ -94,6 +100,57 @@ def bench_size(name: str, grid: int, m: int, steps: int, rounds: int) -> dict:
     }
 
 
+def bench_generator(grid: int, m: int, steps: int, rounds: int) -> dict:
+    """The noise draw of the medium operator against its step, interleaved rounds: each round times
+    ``steps`` single steps, ``steps`` draws of the new generator, of its Philox part alone (a
+    dropout-mask draw of the same shape) and of ``torch.randn``; ratios are medians of per-round
+    ratios (the machine is shared: only ratios measured in one run compare)."""
+    spec = OperatorSpec(**SIZES["medium"], grid_size=grid, noise_scale=0.05, spatial_correlation=0.0,
+                        dropout_rate=0.0, dt=0.1)
+    op = build_operator(spec, root_seed=0, index=0, num_steps=steps)
+    u = torch.randn(m, 3, grid, grid)
+    key = DrawKey.for_operator(0, 0, m)
+    shape = (op.hidden, grid, grid)
+
+    def timed(fn) -> float:
+        t0 = time.perf_counter()
+        for t in range(steps):
+            fn(t)
+        return (time.perf_counter() - t0) / steps
+
+    def step(t):
+        with torch.inference_mode():
+            apply_policy(spec.update_policy, u, op(u, t, key.at_step(t)), dt=spec.dt, alpha=spec.alpha)
+
+    fns = {
+        "step": step,
+        "generator": lambda t: unit_noise(key.at_step(t), NOISE, shape, "gaussian"),
+        "philox": lambda t: keep_mask(key.at_step(t), NOISE, shape, 0.5),
+        "randn": lambda t: torch.randn(m, *shape),
+    }
+    for fn in fns.values():  # warm-up (and the numba kernels' first load)
+        timed(fn)
+    rows = [{name: timed(fn) for name, fn in fns.items()} for _ in range(rounds)]
+
+    def med(f) -> float:
+        return statistics.median(f(r) for r in rows)
+
+    return {
+        "generator": GENERATOR,
+        "shape": [m, *shape],
+        "rounds": rounds,
+        "steps_per_round": steps,
+        "step_ms": med(lambda r: r["step"]) * 1e3,
+        "generator_ms": med(lambda r: r["generator"]) * 1e3,
+        "philox_ms": med(lambda r: r["philox"]) * 1e3,
+        "torch_randn_ms": med(lambda r: r["randn"]) * 1e3,
+        "generator_fraction_of_step": med(lambda r: r["generator"] / r["step"]),
+        "philox_fraction_of_step": med(lambda r: r["philox"] / r["step"]),
+        "transform_fraction_of_step": med(lambda r: (r["generator"] - r["philox"]) / r["step"]),
+        "torch_randn_fraction_of_step": med(lambda r: r["randn"] / r["step"]),
+    }
+
+
 def bench_hdf5(n_ops: int, timesteps: int) -> dict:
     """Write share of one shard materialization (ICs, rollouts, every feature family) at the
     production config's storage settings (gzip-4 + shuffle, chunk 32, 64x64, M = 5), with small
@@ -105,6 +162,10 @@ def bench_hdf5(n_ops: int, timesteps: int) -> dict:
     prod["parameter_space"]["architecture"]["num_layers"]["bounds"] = [1, 2]
     prod["parameter_space"]["architecture"]["base_channels"]["bounds"] = [4, 8]
     prod["sampling"]["total_samples"] = n_ops
+    # a handful of Sobol points cannot meet the 100k config's space-filling checks (they would
+    # quarantine the parameters file); the benchmark measures storage, not sampling quality
+    prod["sampling"]["validation"]["check_discrepancy"] = False
+    prod["sampling"]["validation"]["check_correlation"] = False
     prod["dataset"]["storage"]["shard_size"] = n_ops
     prod["simulation"]["num_timesteps"] = timesteps
     prod["simulation"]["device"] = "cpu"
@@ -151,6 +212,7 @@ def main() -> None:
         r["fraction_of_matmul_peak"] = r["gflops_single_step"] / out["matmul_peak_gflops"]
         r["rollout_fraction_of_matmul_peak"] = r["gflops_rollout"] / out["matmul_peak_gflops"]
         out["sizes"][name] = r
+    out["generator"] = bench_generator(64, 5, 4 if a.quick else 16, rounds)
     out["hdf5"] = bench_hdf5(4 if a.quick else 8, 64 if a.quick else 256)
     print(json.dumps(out, indent=2))
 

@@ -10,9 +10,9 @@ import torch
 
 from .operators.cnn import RandomCNNOperator
 from .operators.policies import apply_policy
-from .seeding import torch_generator
+from .rng import DrawKey
 
-__all__ = ["RolloutResult", "rollout", "noise_generators"]
+__all__ = ["RolloutResult", "rollout"]
 
 StepHook = Callable[[int, torch.Tensor, torch.Tensor], None]
 
@@ -24,12 +24,6 @@ class RolloutResult:
     diverged: bool
     #: number of states computed before stopping (``T`` when not diverged)
     valid_states: int
-
-
-def noise_generators(root_seed: int, index: int, realizations: int, device: torch.device) -> list[torch.Generator]:
-    """One generator per realisation, seeded by ``(root, "noise", index, m)``: realisation ``m``
-    of operator ``index`` is the same whatever else is computed beside it."""
-    return [torch_generator(root_seed, "noise", index, m, device=str(device)) for m in range(realizations)]
 
 
 @torch.inference_mode()
@@ -49,9 +43,11 @@ def rollout(
     """Roll ``op`` out from ``u0 [C, H, W]``.
 
     State 0 is the initial condition (shared by all realisations); each of the ``T - 1`` steps
-    applies the evolution policy with the operator's noise and dropout drawn from the realisation's
-    own generator. A non-finite value or ``|u| > divergence_threshold`` stops the rollout; the
-    remaining states repeat the last finite one and ``diverged`` is set.
+    applies the evolution policy with the operator's noise and dropout drawn by the counter-based
+    generator (:mod:`spinlock_core.rng`) keyed by ``(root_seed, "noise", index)`` at counter step
+    ``t - 1`` for realisation ``m``: the same bits whatever the batch, shard, device or process.
+    A non-finite value or ``|u| > divergence_threshold`` stops the rollout; the remaining states
+    repeat the last finite one and ``diverged`` is set.
 
     Args:
         on_step: called as ``on_step(step, u_before, u_after)`` with ``[M, C, H, W]`` tensors.
@@ -73,7 +69,7 @@ def rollout(
     traj = out if out is not None else torch.empty(shape, device=device, dtype=torch.float32)
     u = u0.to(device=device, dtype=torch.float32).unsqueeze(0).expand(realizations, *u0.shape).contiguous()
     traj[:, 0] = u
-    gens = noise_generators(root_seed, index, realizations, device)
+    key = DrawKey.for_operator(root_seed, index, realizations, stage="noise")
     ctx = (
         torch.autocast(device_type=device.type, dtype=autocast_dtype)
         if autocast_dtype is not None
@@ -82,7 +78,7 @@ def rollout(
     diverged, valid = False, num_timesteps
     for t in range(1, num_timesteps):
         with ctx:
-            ou = op(u, t - 1, gens)
+            ou = op(u, t - 1, key.at_step(t - 1))
         new = apply_policy(spec.update_policy, u, ou.float(), dt=spec.dt, alpha=spec.alpha)
         # one reduction: the max-abs is NaN when any value is NaN, inf when any is inf
         peak = torch.linalg.vector_norm(new, ord=float("inf"))

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from ..rng import DrawKey, dropout_stream, keep_mask
+
 __all__ = ["ACTIVATIONS", "make_activation", "make_norm", "ConvBlock", "seeded_dropout", "init_conv_"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -51,17 +53,22 @@ def init_conv_(conv: nn.Conv2d, generator: torch.Generator) -> None:
             conv.bias.copy_(b * bound)
 
 
-def seeded_dropout(h: torch.Tensor, p: float, generators: list[torch.Generator]) -> torch.Tensor:
-    """Element-wise dropout of ``h [M, C, H, W]`` with realisation ``m``'s mask drawn from
-    ``generators[m]`` (dropout is part of the operator's stochasticity, active in rollouts)."""
-    if p <= 0.0:
+def seeded_dropout(h: torch.Tensor, p: float, key: DrawKey | None, block: int) -> torch.Tensor:
+    """Element-wise dropout of ``h [M, C, H, W]`` (part of the operator's stochasticity, active in
+    rollouts): row ``i``'s keep mask is drawn for realization ``key.realizations[i]`` at counter
+    step ``key.step`` on conv block ``block``'s stream; kept elements are scaled by ``1 / (1 - p)``.
+    ``key=None`` or ``p <= 0`` returns ``h``.
+
+    Raises:
+        ValueError: ``key`` names a different number of realizations than ``h`` has rows.
+    """
+    if key is None or p <= 0.0:
         return h
-    if len(generators) != h.shape[0]:
-        raise ValueError(f"need one generator per realisation: {len(generators)} for batch {h.shape[0]}")
-    keep = torch.stack(
-        [torch.rand(h.shape[1:], generator=g, device=h.device, dtype=h.dtype) for g in generators]
-    ) >= p
-    return h * keep / (1.0 - p)
+    if len(key.realizations) != h.shape[0]:
+        raise ValueError(f"dropout: key has {len(key.realizations)} realizations for a batch of {h.shape[0]}")
+    keep = keep_mask(key, dropout_stream(block), tuple(h.shape[1:]), p, device=h.device)
+    # a product with the scale, not a quotient: CUDA torch divides by a scalar via its reciprocal
+    return h * keep * (1.0 / (1.0 - p))
 
 
 class ConvBlock(nn.Module):
@@ -99,6 +106,8 @@ class ConvBlock(nn.Module):
         self.dropout = float(dropout)
         self.residual = bool(residual and c_in == c_out)
 
-    def forward(self, x: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
-        h = seeded_dropout(self.act(self.norm(self.conv(x))), self.dropout, generators)
+    def forward(self, x: torch.Tensor, key: DrawKey | None = None, block: int = 0) -> torch.Tensor:
+        """``x [M, C_in, H, W] -> [M, C_out, H, W]``; dropout masks drawn with ``key`` as conv block
+        number ``block`` of the operator (none when ``key`` is None)."""
+        h = seeded_dropout(self.act(self.norm(self.conv(x))), self.dropout, key, block)
         return x + h if self.residual else h

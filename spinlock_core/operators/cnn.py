@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..rng import DrawKey
 from ..seeding import torch_generator
 from .blocks import ConvBlock, init_conv_
 from .noise import draw_noise, schedule_factor
@@ -18,9 +19,11 @@ class RandomCNNOperator(nn.Module):
     (residual where widths match and ``num_layers > 3``), additive noise on the last hidden width,
     then a 1x1 conv back to ``C`` channels.
 
-    ``forward(u [M, C, H, W], step, generators)`` applies ``O`` once; realisation ``m`` draws its
-    noise and dropout masks from ``generators[m]``. With ``generators=None`` the operator is
-    deterministic (no noise, no dropout): that is ``O`` alone, used for sensitivity features.
+    ``forward(u [M, C, H, W], step, key)`` applies ``O`` once at application ``step`` (which sets
+    the noise schedule); row ``i`` draws its noise and dropout masks as realization
+    ``key.realizations[i]`` at counter step ``key.step`` (:class:`~spinlock_core.rng.DrawKey`).
+    With ``key=None`` the operator is deterministic (no noise, no dropout): that is ``O`` alone,
+    used for sensitivity features.
     """
 
     def __init__(self, spec: OperatorSpec, generator: torch.Generator, *, num_steps: int = 1, noise_period: int = 32):
@@ -47,23 +50,24 @@ class RandomCNNOperator(nn.Module):
         self.head = nn.Conv2d(c_in, spec.channels, 1)
         init_conv_(self.head, generator)
 
-    def forward(self, u: torch.Tensor, step: int = 0, generators: list[torch.Generator] | None = None) -> torch.Tensor:
-        gens = generators or []
-        h = self.input_block(u, gens) if gens else self._det(self.input_block, u)
-        for blk in self.blocks:
-            h = blk(h, gens) if gens else self._det(blk, h)
+    def forward(self, u: torch.Tensor, step: int = 0, key: DrawKey | None = None) -> torch.Tensor:
+        """``u [M, C, H, W] -> O(u) [M, C, H, W]``.
+
+        Raises:
+            ValueError: ``key`` names a different number of realizations than ``u`` has rows.
+        """
+        if key is not None and len(key.realizations) != u.shape[0]:
+            raise ValueError(f"key has {len(key.realizations)} realizations for a batch of {u.shape[0]}")
+        h = self.input_block(u, key, 0)
+        for block, blk in enumerate(self.blocks, start=1):
+            h = blk(h, key, block)
         s = self.spec
-        if gens and s.noise_scale > 0:
+        if key is not None and s.noise_scale > 0:
             amp = s.noise_scale * schedule_factor(s.noise_schedule, step, self.num_steps, self.noise_period)
             if amp != 0.0:
-                eps = draw_noise(tuple(h.shape[1:]), s.noise_type, s.spatial_correlation, gens, h.device, h.dtype)
+                eps = draw_noise(tuple(h.shape[1:]), s.noise_type, s.spatial_correlation, key, h.device, h.dtype)
                 h = h + amp * eps
         return self.head(h)
-
-    @staticmethod
-    def _det(block: ConvBlock, x: torch.Tensor) -> torch.Tensor:
-        h = block.act(block.norm(block.conv(x)))
-        return x + h if block.residual else h
 
 
 def build_operator(

@@ -6,22 +6,12 @@ import math
 
 import torch
 
+from ..rng import NOISE, DrawKey, unit_noise
+
 __all__ = ["NOISE_TYPES", "SCHEDULES", "draw_noise", "correlate", "schedule_factor"]
 
 NOISE_TYPES = ("gaussian", "laplace", "uniform")
 SCHEDULES = ("constant", "annealing", "periodic")
-
-
-def _unit_noise(shape, kind: str, g: torch.Generator, device, dtype) -> torch.Tensor:
-    if kind == "gaussian":
-        return torch.randn(shape, generator=g, device=device, dtype=dtype)
-    u = torch.rand(shape, generator=g, device=device, dtype=dtype)
-    if kind == "uniform":  # U(-sqrt3, sqrt3) has unit variance
-        return (u * 2 - 1) * math.sqrt(3.0)
-    if kind == "laplace":  # inverse CDF, scale 1/sqrt2 for unit variance
-        c = u - 0.5
-        return -torch.sign(c) * torch.log1p(-2 * c.abs().clamp(max=0.5 - 1e-7)) / math.sqrt(2.0)
-    raise ValueError(f"noise_type: unknown {kind!r}; known: {NOISE_TYPES}")
 
 
 def correlate(eps: torch.Tensor, rho: float) -> torch.Tensor:
@@ -40,12 +30,19 @@ def correlate(eps: torch.Tensor, rho: float) -> torch.Tensor:
     return out.to(eps.dtype)
 
 
-def draw_noise(
-    shape: tuple[int, int, int], kind: str, rho: float, generators: list[torch.Generator], device, dtype
-) -> torch.Tensor:
-    """Unit-variance noise ``[M, C, H, W]`` with realisation ``m`` drawn from ``generators[m]``."""
-    eps = torch.stack([_unit_noise(shape, kind, g, device, dtype) for g in generators])
-    return correlate(eps, rho)
+def draw_noise(shape: tuple[int, int, int], kind: str, rho: float, key: DrawKey, device, dtype) -> torch.Tensor:
+    """Unit-variance noise ``[M, C, H, W]`` (``shape = (C, H, W)``) of distribution ``kind``,
+    spatially correlated with width ``rho``: row ``i`` is realization ``key.realizations[i]`` at
+    counter step ``key.step`` on the ``NOISE`` stream (:mod:`spinlock_core.rng`), the same bits
+    on every device.
+
+    Raises:
+        ValueError: unknown ``kind``.
+    """
+    if kind not in NOISE_TYPES:
+        raise ValueError(f"noise_type: unknown {kind!r}; known: {NOISE_TYPES}")
+    eps = unit_noise(key, NOISE, tuple(shape), kind, device=device)
+    return correlate(eps.to(dtype), rho)
 
 
 def schedule_factor(schedule: str, step: int, num_steps: int, period: int) -> float:

@@ -108,7 +108,7 @@ def test_storage_layout_and_seed_snippets(write_config, tmp_path):
         ic_types = f["metadata/ic_types"][:].astype(str)
         per_traj = f["features/summary/per_trajectory/features"][:]
         assert [x.decode() if isinstance(x, bytes) else x for x in f["features/temporal/features"].attrs["feature_names"]] == list(TEMPORAL_NAMES)
-        assert f["features/summary/aggregated/features"].attrs["version"] == "1.0"
+        assert f["features/summary/aggregated/features"].attrs["version"] == "1.1"
         assert f["features/initial/features"].shape == (n, 42)
     assert summary.shape == (n, 360) and temporal.shape == (n, t, 63) and architecture.shape == (n, p) and per_traj.shape == (n, 2, 120)
     structured_idx = np.where(ic_types == "structured")[0]
@@ -141,12 +141,13 @@ def test_jacobian_norm_matches_exact_spectral_norm():
     from torch.func import jacrev
 
     import spinlock_core.features.sensitivity as S
+    from spinlock_core.rng import DRAW_A, DrawKey
 
     spec = OperatorSpec(num_layers=2, base_channels=4, kernel_size=3, grid_size=8, noise_scale=0.05, dropout_rate=0.1, dt=0.1)
     op = build_operator(spec, root_seed=0, index=0)
     u = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    step_map = S._StepMap(op, 0, 0, 0, 0, 2, torch.device("cpu"))
-    est = S._spectral_norm(step_map.G, u, torch.Generator().manual_seed(0), iters=30)
+    step_map = S._StepMap(op, 0, DrawKey.for_operator(0, 0, 2, stage="sensitivity").at_step(DRAW_A))
+    est = S._spectral_norm(step_map.G, u, torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)), iters=30)
     for m in range(2):
         def g_m(x, m=m):
             return step_map.G(torch.cat([u[:m], x[None], u[m + 1:]]))[m]
