@@ -37,6 +37,7 @@ __all__ = [
     "ls_slope",
     "pearson",
     "spectral_grid",
+    "band_edges_sq",
     "prepare",
     "log_spectrum",
     "correlation_length",
@@ -214,11 +215,11 @@ class SpectralGrid:
     #: [Nh, n/2] (P * weight) @ acf_rings / sum(P * weight) = ring-averaged autocorrelation,
     #: lags 1..n/2
     acf_rings: Tensor
-    #: [Nh, 8] band membership (band_frac_0..7)
+    #: [Nh, 8] band membership (band_frac_0..7, coherence): see ``band_edges_sq``
     bands: Tensor
     #: [Nh, 5] columns |k|, |k|^2, kx^2 - ky^2, cos(2 theta), sin(2 theta)
     moments: Tensor
-    #: [Nh] 1 where |k| < kN / 8, resp. |k| >= kN / 2
+    #: [Nh] 1 where 0 < |k| <= max(1, kN / 8), resp. |k| >= kN / 2
     low: Tensor
     high: Tensor
     #: [Nh] order of the bins by |k|, and |k| in that order (for the rolloff)
@@ -238,6 +239,35 @@ def _band_edges_sq(kn: int) -> np.ndarray:
     e2 = float(kn) ** (np.arange(NUM_BANDS + 1) * 2.0 / NUM_BANDS)
     r = np.round(e2)
     return np.where(np.abs(e2 - r) < 1e-9 * np.maximum(1.0, e2), r, e2)
+
+
+def band_edges_sq(n: int) -> np.ndarray:
+    """Squared lower edges ``L_0 .. L_7`` of the 8 radial bands of an ``n x n`` grid: ``[8]``.
+
+    A non-DC bin with integer ``k2 = kx^2 + ky^2`` belongs to band ``i`` when
+    ``L_i <= k2 < L_{i+1}`` (band 7: ``k2 >= L_7``, which includes the corners beyond kN).
+    Nominally ``L_i = e_i^2`` with log-spaced ``e_i = kN^(i/8)`` (FEATURES.md).
+
+    FEATURES.md deviation: on grids 8, 10 and 12 some nominal bands hold no integer ``k2``
+    (8x8: ``[2^(1/2), 2)`` in k^2 terms, among others), which would make their band fraction
+    constant 0. Such a band is widened to the next available ``k2``: with ``a`` the smallest
+    ``k2`` on the grid with ``a >= L_{i-1}``, ``L_i = e_i^2`` if ``a < e_i^2``, else ``a + 1``
+    (band ``i - 1`` then holds ``a`` alone). Every band holds at least one ``k2`` on every even
+    grid >= 8; where no nominal band is empty (every grid from 14 up) the membership is exactly
+    the nominal one. On 8x8 the bands are ``k2 = 1 | 2 | 4 | 5 | 8 | 9 | 10 | >= 11``.
+    """
+    kn = n // 2
+    k1 = np.fft.fftfreq(n, d=1.0 / n).round().astype(np.int64)
+    k2 = np.unique((k1[:, None] ** 2 + k1[None, :] ** 2).ravel())
+    k2 = k2[k2 > 0]
+    nominal = _band_edges_sq(kn)
+    lower = np.empty(NUM_BANDS)
+    lower[0] = nominal[0]
+    for i in range(1, NUM_BANDS):
+        a = k2[k2 >= lower[i - 1]].min()
+        lower[i] = nominal[i] if a < nominal[i] else a + 1
+    assert (k2 >= lower[-1]).any(), "band 7 must be non-empty"
+    return lower
 
 
 @lru_cache(maxsize=32)
@@ -269,10 +299,10 @@ def _grid_numpy(n: int) -> dict[str, np.ndarray]:
     acf = np.fft.rfft2(masks).real / masks.sum(axis=(1, 2))[:, None, None]
     acf_rings = acf.reshape(kn, nh).T.copy()
 
-    e2 = _band_edges_sq(kn)
+    lower = band_edges_sq(n)
     band = np.zeros(nh, dtype=np.int64)
     for i in range(1, NUM_BANDS):
-        band += (k2 >= e2[i]).astype(np.int64)
+        band += (k2 >= lower[i]).astype(np.int64)
     bands = np.zeros((nh, NUM_BANDS))
     bands[np.arange(nh), band] = 1.0
     bands[k2 == 0] = 0.0
@@ -288,8 +318,8 @@ def _grid_numpy(n: int) -> dict[str, np.ndarray]:
     # average of both labellings); without this the rfft and fft2 labellings disagree
     moments[(KX.ravel() == n // 2) | (np.abs(KY.ravel()) == n // 2), 4] = 0.0
 
-    low = (k2 * 64 < kn * kn).astype(np.float64)
-    low[k2 == 0] = 0.0
+    # 0 < |k| <= max(1, kN / 8), in integers: the ring |k| = 1 at least, so never empty
+    low = ((k2 > 0) & (k2 * 64 <= max(64, kn * kn))).astype(np.float64)
     high = (k2 * 4 >= kn * kn).astype(np.float64)
 
     order = np.argsort(kmag, kind="stable")

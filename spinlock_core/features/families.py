@@ -19,7 +19,16 @@ from . import initial as _initial
 from . import summary as _summary
 from . import temporal as _temporal
 
-__all__ = ["Family", "FAMILIES", "enabled_families", "feature_names", "documented_nan", "documented_constant", "value_ranges"]
+__all__ = [
+    "Family",
+    "FAMILIES",
+    "enabled_families",
+    "feature_names",
+    "documented_nan",
+    "documented_constant",
+    "documented_saturated",
+    "value_ranges",
+]
 
 
 @dataclass(frozen=True)
@@ -77,13 +86,26 @@ def feature_names(family: str, cfg: ExperimentConfig) -> dict[str, tuple[str, ..
 _REALIZATION_INVARIANT = ("output_input_corr",)
 
 
-def _summary_nan_per_traj(cfg: ExperimentConfig) -> np.ndarray:
+def _summary_undefined_per_traj(cfg: ExperimentConfig) -> np.ndarray:
+    """Per-trajectory SUMMARY columns that are NaN for every operator under this config: the
+    sensitivity block when it is not computed, and the columns a short series leaves undefined."""
     nan = np.zeros(len(_summary.SUMMARY_NAMES), dtype=bool)
     if not cfg.features.summary.extract_operator_features:
         nan[_summary.SENSITIVITY_SLICE] = True
     t = cfg.simulation.num_timesteps
     if t < 8:  # short series: see the NaN policy of spinlock_core.features.summary
         nan |= _short_series_nan(t)
+    return nan
+
+
+def _summary_nan_per_traj(cfg: ExperimentConfig) -> np.ndarray:
+    """Per-trajectory SUMMARY columns allowed to hold NaN: the undefined ones, and the operator
+    sensitivity block always. A sensitivity estimate that fails for one operator (a non-finite
+    result such as an overflow or 0/0, or the log of a zero norm: e.g. ``lipschitz_op_scaling``
+    of an operator whose output does not depend on its input) is NaN in that operator's row,
+    never a sentinel number; the ``nan_inf`` check counts it without failing the shard."""
+    nan = _summary_undefined_per_traj(cfg)
+    nan[_summary.SENSITIVITY_SLICE] = True
     return nan
 
 
@@ -131,19 +153,40 @@ def documented_constant(path: str, cfg: ExperimentConfig) -> set[str]:
             out |= {f"{n}_std", f"{n}_cv"}
         if m == 1:
             out |= {f"{n}_{s}" for n in _summary.SUMMARY_NAMES for s in ("std", "cv")}
-        nan = _summary_nan_per_traj(cfg)
+        nan = _summary_undefined_per_traj(cfg)
         out |= {n for i, n in enumerate(_summary.AGGREGATED_NAMES) if np.tile(nan, 3)[i]}
     if path == PATHS.SUMMARY_TRAJ:
-        out |= {n for i, n in enumerate(_summary.SUMMARY_NAMES) if _summary_nan_per_traj(cfg)[i]}
-    if cfg.grid_size // 2 <= 8:
-        # low_frac counts |k| < kN/8 with DC excluded: empty on grids of 16 or less
-        low = {"low_frac"} if path == PATHS.TEMPORAL else set()
-        if path == PATHS.SUMMARY_TRAJ:
-            low = {"low_frac_final"}
-        if path == PATHS.SUMMARY_AGG:
-            low = {f"low_frac_final_{s}" for s in ("mean", "std", "cv")}
-        out |= low
+        out |= {n for i, n in enumerate(_summary.SUMMARY_NAMES) if _summary_undefined_per_traj(cfg)[i]}
     return out
+
+
+#: columns whose values come from a small set by definition (counts, signs, lattice wavenumbers):
+#: one value on most rows is then a behaviour (a monotone invariant, a field peaked at ring 1),
+#: not an artefact
+_DISCRETE_STATE = ("ring_peaks", "peak_k", "peak_kx", "peak_ky")
+_DISCRETE_SUMMARY = ("regime_switches", "*_monotonicity")
+_DISCRETE = "discrete by definition"
+
+
+def documented_saturated(path: str, cfg: ExperimentConfig) -> dict[str, str]:
+    """``{column: reason}`` of columns of ``path`` that may hold one value on most rows by
+    construction, so the saturation warning lists them apart: columns discrete by definition
+    (``_DISCRETE_*``; ARCHITECTURE columns of integer, choice and boolean parameters) and the
+    INITIAL means (every IC family but ``localized`` draws fields of spatial mean exactly 0)."""
+    from ..config.parameters import ContinuousParam
+
+    if path == PATHS.ARCHITECTURE:
+        return {n: _DISCRETE for n, spec in cfg.parameter_space.ordered() if not isinstance(spec, ContinuousParam)}
+    if path == PATHS.TEMPORAL:
+        return dict.fromkeys(_DISCRETE_STATE, _DISCRETE)
+    if path == PATHS.INITIAL:
+        out = {n: _DISCRETE for n in _initial.INITIAL_NAMES if n.endswith("_peak_density")}
+        out.update({n: "zero-mean IC families (all but localized) have spatial mean exactly 0"
+                    for n in _initial.INITIAL_NAMES if n.endswith("_mean")})
+        return out
+    names = {PATHS.SUMMARY_TRAJ: _summary.SUMMARY_NAMES, PATHS.SUMMARY_AGG: _summary.AGGREGATED_NAMES}.get(path, ())
+    base = (lambda n: n.rsplit("_", 1)[0]) if path == PATHS.SUMMARY_AGG else (lambda n: n)
+    return {n: _DISCRETE for n in names if any(fnmatch.fnmatchcase(base(n), p) for p in _DISCRETE_SUMMARY)}
 
 
 _RANGES: tuple[tuple[str, float, float], ...] = (

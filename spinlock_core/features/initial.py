@@ -32,7 +32,8 @@ STATISTICS: tuple[str, ...] = (
 )
 CHANNELS = 3
 INITIAL_NAMES: tuple[str, ...] = tuple(f"c{c}_{s}" for c in range(CHANNELS) for s in STATISTICS)
-VERSION = "1.0"
+#: 1.1: c?_slope over the rings that carry energy (see temporal.VERSION)
+VERSION = "1.1"
 
 _SPATIAL_IDX = [spatial.NAMES.index(s) for s in STATISTICS[:9]]
 _SPECTRAL_IDX = [spectral.NAMES.index(s) for s in STATISTICS[9:13]]

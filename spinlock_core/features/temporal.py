@@ -14,7 +14,10 @@ from ._common import prepare, validate_states, working_dtype
 __all__ = ["TEMPORAL_NAMES", "VERSION", "state_features", "temporal_features"]
 
 TEMPORAL_NAMES: tuple[str, ...] = spatial.NAMES + spectral.NAMES + cross_channel.NAMES
-VERSION = "1.0"
+#: 1.1: dynamic_range, slope and slope_high over the rings that carry energy (S >= 1e-6 max S)
+#: instead of a log floor; low_frac over 0 < |k| <= max(1, kN/8); radial bands (band_frac_*,
+#: coherence_*) never empty on grids 8-12
+VERSION = "1.1"
 
 assert len(TEMPORAL_NAMES) == 63 and len(set(TEMPORAL_NAMES)) == 63
 

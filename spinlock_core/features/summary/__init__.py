@@ -14,7 +14,9 @@ Every row depends only on its own trajectory; everything is vectorised over oper
 realizations and time and stays on the input's device. Time-series statistics are computed in
 float64 (population std, ddof 0, unless stated), the output is float32.
 
-NaN policy (details in each block's docstring): columns 110-119 when no sensitivity is passed;
+NaN policy (details in each block's docstring): columns 110-119 when no sensitivity is passed,
+and in the rows of an operator whose sensitivity estimate failed (non-finite, or the log of a zero
+norm: ``sensitivity.sensitivity_features`` returns NaN there, never a sentinel number);
 with ``T = 1`` every column that needs two states (85 of columns 0-109: all but the ``*_final``
 and ``*_mean`` columns and ``intermittency``); with ``T = 2`` additionally the columns that need
 three states (second differences, a periodogram, lag-1 pairs, a quadratic fit); lag 2 / 3
@@ -42,7 +44,9 @@ __all__ = [
     "aggregate",
 ]
 
-VERSION = "1.0"
+#: 1.1: slope_*, low_frac_final follow TEMPORAL 1.1, coherence_* its never-empty bands; a failed
+#: operator-sensitivity estimate is NaN instead of 0 / 38.5 / -30
+VERSION = "1.1"
 
 #: Block modules in column order; each has ``NAMES`` and ``features(inputs) -> [N, M, k]``.
 BLOCKS = (spatial, spectral, cross_channel, dynamics, causality, invariants)

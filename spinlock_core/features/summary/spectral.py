@@ -2,8 +2,10 @@
 drift.
 
 ``*_final`` / ``*_mean`` / ``*_slope`` as in the spatial block, from the TEMPORAL features
-``centroid``, ``slope`` and ``entropy``; ``low_frac_final`` and ``high_frac_final`` are the TEMPORAL
-band fractions at the last state. ``spectral_change``: per channel, the time mean of the
+``centroid``, ``slope`` (the log-log fit over the rings with ``S >= 1e-6 max S``, 0 when fewer
+than two: ``spectral.spectral_features``) and ``entropy``; ``low_frac_final`` (``0 < |k| <=
+max(1, kN / 8)``) and ``high_frac_final`` (``|k| >= kN / 2``) are the TEMPORAL band fractions at
+the last state. ``spectral_change``: per channel, the time mean of the
 total-variation distance ``0.5 sum_k |p_t(k) - p_{t+1}(k)|`` between the normalised radial spectra
 ``p_t = S_t / sum_k S_t`` of consecutive states (a spectrum with total non-DC power below eps is
 all zeros), then the channel mean.

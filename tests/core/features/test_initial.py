@@ -17,7 +17,7 @@ def test_names_and_version():
     assert len(STATISTICS) == 14
     assert INITIAL_NAMES[:3] == ("c0_mean", "c0_std", "c0_skewness")
     assert INITIAL_NAMES[14] == "c1_mean" and INITIAL_NAMES[-1] == "c2_peak_density"
-    assert VERSION == "1.0"
+    assert VERSION == "1.1"
 
 
 def test_shares_the_temporal_definitions():

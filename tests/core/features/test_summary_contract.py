@@ -88,7 +88,7 @@ def test_names_and_blocks():
     assert AGGREGATED_NAMES[0] == "std_final_mean"
     assert AGGREGATED_NAMES[120] == "std_final_std"
     assert AGGREGATED_NAMES[359] == "output_input_corr_cv"
-    assert summary.VERSION == "1.0"
+    assert summary.VERSION == "1.1"
 
 
 def test_aggregate_formulas():

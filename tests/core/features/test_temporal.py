@@ -71,7 +71,7 @@ def test_names_and_version():
     assert TEMPORAL_NAMES[:19] == spatial.NAMES
     assert TEMPORAL_NAMES[19:46] == spectral.NAMES
     assert TEMPORAL_NAMES[46:] == cross_channel.NAMES
-    assert VERSION == "1.0"
+    assert VERSION == "1.1"
 
 
 def test_state_features_is_channel_mean_plus_cross_channel():
