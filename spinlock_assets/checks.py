@@ -1,114 +1,61 @@
-"""Turn library check reports into ``AssetCheckResult``s (shared by the assets)."""
+"""Asset checks from the library's check registry: specs (partitioned like their asset, so every
+shard keeps its own history) and results (rendered from :class:`CheckReport`)."""
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import dagster as dg
 
-from spinlock_core.validation import BalanceReport
+from spinlock_core.validation import CheckReport, checks_for
 
-__all__ = ["balance_result", "layout_result", "ERROR", "WARN"]
+__all__ = ["check_specs", "check_results", "ERROR", "WARN"]
 
 ERROR = dg.AssetCheckSeverity.ERROR
 WARN = dg.AssetCheckSeverity.WARN
 
 
-def balance_result(check_name: str, report: BalanceReport, *, asset_key: dg.AssetKey, what: str) -> dg.AssetCheckResult:
-    meta = {
-        "n": report.n,
-        "tolerance": float(report.tolerance),
-        "max_deviation": float(report.max_deviation),
-        "worst": report.worst(),
-        "fractions": dg.MetadataValue.md(report.table()),
-    }
-    for label, (expected, realised, count) in report.rows.items():
-        meta[f"{what}/{label}"] = float(realised)
+def check_specs(stage: str, asset_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition | None = None) -> list[dg.AssetCheckSpec]:
+    """One spec per check of ``stage`` (:data:`spinlock_core.validation.CHECKS`). On a partitioned
+    asset the checks are partitioned too: a failed shard stays failed in the UI after later
+    shards pass."""
+    with warnings.catch_warnings():
+        # partitioned checks are a preview feature of Dagster 1.13: the behaviour we rely on
+        # (results stored per partition) is tested in tests/assets/test_gating.py
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return [
+            dg.AssetCheckSpec(c.name, asset=asset_key, blocking=c.blocking, description=c.description,
+                              partitions_def=partitions_def)
+            for c in checks_for(stage)
+        ]
+
+
+def _value(v):
+    if isinstance(v, bool):
+        return dg.MetadataValue.bool(v)
+    if isinstance(v, int):
+        return dg.MetadataValue.int(v)
+    if isinstance(v, float):
+        return dg.MetadataValue.float(v) if math.isfinite(v) else dg.MetadataValue.text(str(v))
+    return dg.MetadataValue.text(str(v))
+
+
+def check_result(report: CheckReport, asset_key: dg.AssetKey) -> dg.AssetCheckResult:
+    """A library check report as an ``AssetCheckResult``: measured values next to their
+    thresholds (``threshold/<name>``), Markdown tables for per-feature details."""
+    meta = {k: _value(v) for k, v in report.values.items()}
+    meta.update({f"threshold/{k}": _value(v) for k, v in report.thresholds.items()})
+    meta.update({k: dg.MetadataValue.md(v) for k, v in report.tables.items()})
     return dg.AssetCheckResult(
-        check_name=check_name,
+        check_name=report.name,
         asset_key=asset_key,
         passed=report.passed,
-        severity=ERROR,
+        severity=ERROR if report.severity == "ERROR" else WARN,
+        description=report.description[:2000],
         metadata=meta,
-        description=f"{what} balance: max deviation {report.max_deviation:.4f} (tolerance {report.tolerance:.4f})",
     )
 
 
-def layout_result(check_name: str, problems: list[str], *, asset_key: dg.AssetKey, path: str) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        check_name=check_name,
-        asset_key=asset_key,
-        passed=not problems,
-        severity=ERROR,
-        metadata={"path": dg.MetadataValue.path(path), "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
-    )
-
-
-def feature_check_results(asset_key: dg.AssetKey, family: str, arrays: dict, cfg) -> list[dg.AssetCheckResult]:
-    """``nan_inf`` (blocking), ``constant_columns`` and ``value_ranges`` for one feature family."""
-    from spinlock_core.features.families import feature_names
-    from spinlock_core.features.quality import feature_report
-
-    names = feature_names(family, cfg)
-    reports = [feature_report(path, values, names[path], cfg) for path, values in arrays.items()]
-
-    def table(rows: dict, header: str) -> str:
-        if not rows:
-            return "none"
-        lines = [f"| feature | {header} |", "|---|---|"] + [f"| {k} | {v} |" for k, v in list(rows.items())[:200]]
-        return "\n".join(lines)
-
-    nan_meta, const_meta, range_meta = {}, {}, {}
-    for r in reports:
-        short = r.path.removeprefix("features/").replace("/", ".")
-        nan_meta[f"{short}/nan_total"] = int(sum(r.nan_per_feature.values()))
-        nan_meta[f"{short}/inf_total"] = int(sum(r.inf_per_feature.values()))
-        nan_meta[f"{short}/undocumented_nan"] = dg.MetadataValue.md(table(r.undocumented_nan, "NaN count"))
-        nan_meta[f"{short}/nan_per_feature"] = dg.MetadataValue.md(table(r.nan_per_feature, "NaN count"))
-        nan_meta[f"{short}/inf_per_feature"] = dg.MetadataValue.md(table(r.inf_per_feature, "Inf count"))
-        const_meta[f"{short}/constant"] = len(r.constant)
-        const_meta[f"{short}/unexpected_constant"] = ", ".join(r.unexpected_constant) or "none"
-        const_meta[f"{short}/excused_constant"] = ", ".join(c for c in r.constant if c not in r.unexpected_constant) or "none"
-        range_meta[f"{short}/violations"] = dg.MetadataValue.md(
-            table({k: f"declared [{lo}, {hi}], observed [{a:.4g}, {b:.4g}]" for k, (lo, hi, a, b) in r.range_violations.items()}, "range")
-        )
-    return [
-        dg.AssetCheckResult(check_name="nan_inf", asset_key=asset_key, passed=all(r.nan_ok for r in reports), severity=ERROR,
-                            metadata=nan_meta, description="NaN only in documented columns, no Inf"),
-        dg.AssetCheckResult(check_name="constant_columns", asset_key=asset_key, passed=all(r.constant_ok for r in reports),
-                            severity=ERROR, metadata=const_meta,
-                            description="No feature constant across the shard unless documented or its parameter is single-valued"),
-        dg.AssetCheckResult(check_name="value_ranges", asset_key=asset_key, passed=all(r.ranges_ok for r in reports),
-                            severity=ERROR, metadata=range_meta, description="Values inside each feature's declared range"),
-    ]
-
-
-def feature_check_specs(asset_key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
-    return [
-        dg.AssetCheckSpec("nan_inf", asset=asset_key, blocking=True, description="NaN only in documented columns, no Inf"),
-        dg.AssetCheckSpec("constant_columns", asset=asset_key, description="No undocumented constant feature across the shard"),
-        dg.AssetCheckSpec("value_ranges", asset=asset_key, description="Values inside declared ranges"),
-    ]
-
-
-def ic_balance_results(cfg, ic_types, *, asset_key: dg.AssetKey) -> list[dg.AssetCheckResult]:
-    """``ic_balance`` and ``ic_family_balance`` of realised IC types against the config's weights."""
-    from spinlock_core.generation import ic_families
-    from spinlock_core.generation.weights import family_weights, ic_type_weights
-    from spinlock_core.validation import label_balance
-
-    tol = cfg.sampling.validation.balance_tolerance
-    types = [t.decode() if isinstance(t, bytes) else str(t) for t in ic_types]
-    fam = ic_families(cfg)
-    return [
-        balance_result("ic_balance", label_balance(types, ic_type_weights(cfg), tolerance=tol), asset_key=asset_key, what="ic_type"),
-        balance_result("ic_family_balance", label_balance([fam[t] for t in types], family_weights(cfg), tolerance=tol),
-                       asset_key=asset_key, what="family"),
-    ]
-
-
-def policy_balance_result(cfg, policies, *, asset_key: dg.AssetKey) -> dg.AssetCheckResult:
-    """``policy_balance`` of realised evolution policies against the ``update_policy`` weights."""
-    from spinlock_core.generation.weights import policy_weights
-    from spinlock_core.validation import label_balance
-
-    report = label_balance(policies, policy_weights(cfg), tolerance=cfg.sampling.validation.balance_tolerance)
-    return balance_result("policy_balance", report, asset_key=asset_key, what="policy")
+def check_results(reports: list[CheckReport], asset_key: dg.AssetKey) -> list[dg.AssetCheckResult]:
+    return [check_result(r, asset_key) for r in reports]

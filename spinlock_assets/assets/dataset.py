@@ -4,11 +4,11 @@
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from spinlock_core.storage.dataset import consolidate
-from spinlock_core.storage.layout import PATHS
-from spinlock_core.storage.shards import open_h5
+from spinlock_core.storage.dataset import consolidate, shard_problems
+from spinlock_core.storage.fingerprints import code_version
+from spinlock_core.storage.shards import StorageError
 
-from ..checks import ic_balance_results, policy_balance_result
+from ..checks import check_results, check_specs
 from ..experiment import Experiment
 from ..resources import SpinlockStorage
 
@@ -22,36 +22,35 @@ def build(exp: Experiment, stages: list[str], upstream: list[str]) -> list:
         deps=[exp.key(u) for u in upstream],
         group_name="dataset",
         kinds={"hdf5"},
-        check_specs=[
-            dg.AssetCheckSpec("ic_balance", asset=key, blocking=True, description="IC type fractions over the whole dataset"),
-            dg.AssetCheckSpec("ic_family_balance", asset=key, blocking=True, description="IC family fractions over the whole dataset"),
-            dg.AssetCheckSpec("policy_balance", asset=key, blocking=True, description="Evolution-policy fractions over the whole dataset"),
-            dg.AssetCheckSpec("divergence", asset=key, description="Diverged operators in the whole dataset"),
-        ],
-        description=f"Consolidated dataset at dataset.output_path ({cfg.dataset.output_path}) in the seed layout.",
+        check_specs=check_specs("dataset", key),
+        code_version=code_version(cfg, "dataset"),
+        description=f"Consolidated dataset at dataset.output_path ({cfg.dataset.output_path}) in the seed layout; "
+        "refuses to consolidate while any shard is missing, quarantined or made from another config.",
     )
     def dataset(context: AssetExecutionContext, storage: SpinlockStorage) -> dg.MaterializeResult:
         paths = storage.paths(cfg)
-        stats = consolidate(cfg, paths, stages)
-        with open_h5(paths.dataset) as f:
-            ic = f[PATHS.IC_TYPES][()].astype(str)
-            pol = f[PATHS.POLICIES][()].astype(str)
-            div = f[PATHS.DIVERGED][()]
-        context.log.info(f"dataset: {cfg.sampling.total_samples} operators -> {paths.dataset}")
+        problems = shard_problems(cfg, paths, stages)
+        if problems:
+            raise dg.Failure(
+                description=f"dataset not consolidated: {len(problems)} shard problem(s):\n" + "\n".join(problems[:50]),
+                metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems)), "count": len(problems)},
+                allow_retries=False,
+            )
+        try:
+            res = consolidate(cfg, paths, stages)
+        except StorageError as e:  # a shard changed between the check and the copy
+            raise dg.Failure(description=str(e), allow_retries=False) from None
+        context.log.info(f"dataset: {cfg.sampling.total_samples} operators -> {res.write.path}")
         return dg.MaterializeResult(
             metadata={
-                "path": dg.MetadataValue.path(str(paths.dataset)),
+                "path": dg.MetadataValue.path(str(res.write.path)),
+                "quarantined": res.quarantined,
                 "n": cfg.sampling.total_samples,
-                "size_mb": stats.bytes / 2**20,
-                "write_seconds": stats.seconds,
-                "stages": ", ".join(stages),
+                "size_mb": res.write.bytes / 2**20,
+                "write_seconds": res.write.seconds,
+                "stages": dg.MetadataValue.json(stages),
             },
-            check_results=[
-                *ic_balance_results(cfg, ic, asset_key=key),
-                policy_balance_result(cfg, pol, asset_key=key),
-                dg.AssetCheckResult(check_name="divergence", asset_key=key, passed=int(div.sum()) == 0,
-                                    severity=dg.AssetCheckSeverity.WARN, metadata={"diverged": int(div.sum())}),
-            ],
+            check_results=check_results(res.checks, key),
         )
 
     return [dataset]

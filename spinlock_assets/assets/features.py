@@ -5,9 +5,10 @@ from dagster import AssetExecutionContext
 
 from spinlock_core.features.families import FAMILIES
 from spinlock_core.generation import write_feature_family
+from spinlock_core.storage.fingerprints import code_version
 from spinlock_core.storage.paths import parse_shard_key
 
-from ..checks import feature_check_results, feature_check_specs
+from ..checks import check_results, check_specs
 from ..experiment import Experiment
 from ..resources import SpinlockStorage
 
@@ -21,6 +22,7 @@ _DESCRIPTIONS = {
 def _family_asset(exp: Experiment, family: str):
     cfg = exp.cfg
     key = exp.key(f"features/{family}")
+    fam = FAMILIES[family]
 
     @dg.asset(
         key=key,
@@ -28,24 +30,23 @@ def _family_asset(exp: Experiment, family: str):
         deps=[exp.key(d) for d in _DEPS[family]],
         group_name="features",
         kinds={"numpy", "hdf5"},
-        check_specs=feature_check_specs(key),
+        check_specs=check_specs(fam.stage, key, exp.partitions),
+        code_version=code_version(cfg, fam.stage),
         description=_DESCRIPTIONS[family],
     )
     def _asset(context: AssetExecutionContext, storage: SpinlockStorage) -> dg.MaterializeResult:
         shard = parse_shard_key(context.partition_key)
-        paths = storage.paths(cfg)
-        res, values = write_feature_family(cfg, paths, shard, family)
-        fam = FAMILIES[family]
-        path = next(iter(fam.datasets(cfg)))
+        res, values = write_feature_family(cfg, storage.paths(cfg), shard, family)
         context.log.info(f"{context.partition_key}: {family} features {values.shape} -> {res.write.path}")
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(res.write.path)),
-                "shape": str(list(values.shape)),
+                "quarantined": res.quarantined,
+                "shape": dg.MetadataValue.json(list(values.shape)),
                 "version": fam.version,
                 "seconds": res.seconds_total,
             },
-            check_results=feature_check_results(key, family, {path: values}, cfg),
+            check_results=check_results(res.checks, key),
         )
 
     return _asset

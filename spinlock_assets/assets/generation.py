@@ -4,10 +4,10 @@ import dagster as dg
 from dagster import AssetExecutionContext
 
 from spinlock_core.generation import write_initial_conditions
+from spinlock_core.storage.fingerprints import code_version
 from spinlock_core.storage.paths import parse_shard_key
-from spinlock_core.storage.shards import check_stage_file
 
-from ..checks import ic_balance_results, layout_result
+from ..checks import check_results, check_specs
 from ..experiment import Experiment
 from ..resources import SpinlockStorage
 
@@ -22,36 +22,26 @@ def build(exp: Experiment) -> list:
         deps=[par_key],
         group_name="generation",
         kinds={"numpy", "hdf5"},
-        check_specs=[
-            dg.AssetCheckSpec("ic_balance", asset=ic_key, blocking=True,
-                              description="Realised fraction of every IC type within tolerance of its weight"),
-            dg.AssetCheckSpec("ic_family_balance", asset=ic_key, blocking=True,
-                              description="Realised fraction of every IC family within tolerance"),
-            dg.AssetCheckSpec("shard_layout", asset=ic_key, blocking=True,
-                              description="Shard file conforms to the storage layout"),
-        ],
-        description="Initial conditions inputs/fields [n, C, H, W] and their IC types, per shard.",
+        check_specs=check_specs("initial_conditions", ic_key, exp.partitions),
+        code_version=code_version(cfg, "initial_conditions"),
+        description="Initial conditions inputs/fields [n, C, H, W] and their IC types, per shard "
+        "(quarantined, not written, when the IC balance or the layout check fails).",
     )
     def initial_conditions(context: AssetExecutionContext, storage: SpinlockStorage) -> dg.MaterializeResult:
         shard = parse_shard_key(context.partition_key)
         start, stop = cfg.shard_range(shard)
-        paths = storage.paths(cfg)
-        out = paths.shard("initial_conditions", shard)
-        res, types, fields = write_initial_conditions(cfg, paths, shard)
-        context.log.info(f"{context.partition_key}: {stop - start} initial conditions -> {out}")
+        res, types, fields = write_initial_conditions(cfg, storage.paths(cfg), shard)
+        context.log.info(f"{context.partition_key}: {stop - start} initial conditions -> {res.write.path}")
         return dg.MaterializeResult(
             metadata={
-                "path": dg.MetadataValue.path(str(out)),
+                "path": dg.MetadataValue.path(str(res.write.path)),
+                "quarantined": res.quarantined,
                 "operators": f"[{start}, {stop})",
                 "n": stop - start,
                 "field_std_mean": float(fields.std(axis=(1, 2, 3)).mean()),
                 "write_seconds": res.write.seconds,
             },
-            check_results=[
-                *ic_balance_results(cfg, types, asset_key=ic_key),
-                layout_result("shard_layout", check_stage_file(out, "initial_conditions", cfg, start=start, stop=stop),
-                              asset_key=ic_key, path=str(out)),
-            ],
+            check_results=check_results(res.checks, ic_key),
         )
 
     return [initial_conditions]

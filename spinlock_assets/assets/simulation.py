@@ -4,15 +4,14 @@
 rollouts and writes only the feature files; selecting only ``rollouts`` skips feature extraction."""
 
 import dagster as dg
-import numpy as np
 from dagster import AssetExecutionContext
 
 from spinlock_core.features.families import FAMILIES
 from spinlock_core.generation import simulate_shard
+from spinlock_core.storage.fingerprints import code_version
 from spinlock_core.storage.paths import parse_shard_key
-from spinlock_core.storage.shards import check_stage_file
 
-from ..checks import WARN, feature_check_results, feature_check_specs, layout_result, policy_balance_result
+from ..checks import check_results, check_specs
 from ..experiment import Experiment
 from ..resources import SpinlockStorage
 from ._progress import progress_logger
@@ -26,29 +25,26 @@ def build(exp: Experiment) -> list:
     fam_keys = {f: exp.key(f"features/{f}") for f in ROLLOUT_FAMILIES if FAMILIES[f].enabled(cfg)}
     specs = [
         dg.AssetSpec(ro_key, deps=[exp.key("parameters"), exp.key("initial_conditions")], group_name="generation",
-                     kinds={"pytorch", "hdf5"}, skippable=True,
+                     kinds={"pytorch", "hdf5"}, skippable=True, code_version=code_version(cfg, "rollouts"),
                      description="Stochastic rollouts [M, T, C, H, W] of every operator of the shard: divergence flags and "
                      "operator metadata (trajectories kept only with dataset.storage.store_trajectories)."),
         *[
             dg.AssetSpec(k, deps=[exp.key("parameters"), exp.key("initial_conditions")], group_name="features",
-                         kinds={"pytorch", "hdf5"}, skippable=True,
+                         kinds={"pytorch", "hdf5"}, skippable=True, code_version=code_version(cfg, FAMILIES[f].stage),
                          description=f"{f.upper()} features, extracted batch by batch inside the rollout loop "
                          f"({', '.join(FAMILIES[f].datasets(cfg))}).")
             for f, k in fam_keys.items()
         ],
     ]
-    check_specs = [
-        dg.AssetCheckSpec("policy_balance", asset=ro_key, blocking=True,
-                          description="Realised fraction of every evolution policy within tolerance"),
-        dg.AssetCheckSpec("divergence", asset=ro_key, description="Operators whose rollout diverged"),
-        dg.AssetCheckSpec("shard_layout", asset=ro_key, blocking=True, description="Shard file conforms to the storage layout"),
-        *[c for k in fam_keys.values() for c in feature_check_specs(k)],
+    specs_of_checks = [
+        *check_specs("rollouts", ro_key, exp.partitions),
+        *[c for f, k in fam_keys.items() for c in check_specs(FAMILIES[f].stage, k, exp.partitions)],
     ]
 
     @dg.multi_asset(
         name=exp.op_name("simulate"),
         specs=specs,
-        check_specs=check_specs,
+        check_specs=specs_of_checks,
         partitions_def=exp.partitions,
         can_subset=True,
         pool="spinlock_rollouts",
@@ -68,35 +64,27 @@ def build(exp: Experiment) -> list:
         sim = res.simulation
         rollout_s = max(sim.seconds_rollout, 1e-9)
         if write_ro:
-            out = paths.shard("rollouts", shard)
+            ro = res.stages["rollouts"]
             n_div = int(sim.diverged.sum())
             yield dg.MaterializeResult(
                 asset_key=ro_key,
                 metadata={
-                    "path": dg.MetadataValue.path(str(out)),
+                    "path": dg.MetadataValue.path(str(ro.write.path)),
+                    "quarantined": ro.quarantined,
                     "n": stop - start,
                     "device": sim.device,
                     "diverged": n_div,
                     "rollout_seconds": sim.seconds_rollout,
                     "operator_steps_per_second": sim.operator_steps / rollout_s,
                     "conv_gflops": sim.conv_flops / rollout_s / 1e9,
-                    "write_seconds": res.stages["rollouts"].write.seconds,
+                    "write_seconds": ro.write.seconds,
                     "write_share": res.write_seconds / max(res.seconds_total, 1e-9),
                 },
-                check_results=[
-                    policy_balance_result(cfg, [s.update_policy for s in sim.specs], asset_key=ro_key),
-                    dg.AssetCheckResult(
-                        check_name="divergence", asset_key=ro_key, passed=n_div == 0, severity=WARN,
-                        metadata={"diverged": n_div, "n": stop - start,
-                                  "diverged_operators": str([int(i) for i in np.arange(start, stop)[sim.diverged]][:50])},
-                    ),
-                    layout_result("shard_layout", check_stage_file(out, "rollouts", cfg, start=start, stop=stop),
-                                  asset_key=ro_key, path=str(out)),
-                ],
+                check_results=check_results(ro.checks, ro_key),
             )
         for fam in sorted(families):
             stage = FAMILIES[fam].stage
-            out = paths.shard(stage, shard)
+            written = res.stages[stage]
             arrays = res.features[stage]
             extra = {"state_features_seconds": res.feature_seconds.get("state_features", 0.0)}
             if fam == "summary":
@@ -105,15 +93,16 @@ def build(exp: Experiment) -> list:
             yield dg.MaterializeResult(
                 asset_key=fam_keys[fam],
                 metadata={
-                    "path": dg.MetadataValue.path(str(out)),
+                    "path": dg.MetadataValue.path(str(written.write.path)),
+                    "quarantined": written.quarantined,
                     "n": stop - start,
                     "version": FAMILIES[fam].version,
-                    "shapes": ", ".join(f"{p} {list(a.shape)}" for p, a in arrays.items()),
+                    "shapes": dg.MetadataValue.json({p: list(a.shape) for p, a in arrays.items()}),
                     "feature_seconds_over_rollout": sum(res.feature_seconds.values()) / rollout_s,
-                    "write_seconds": res.stages[stage].write.seconds,
+                    "write_seconds": written.write.seconds,
                     **extra,
                 },
-                check_results=feature_check_results(fam_keys[fam], fam, arrays, cfg),
+                check_results=check_results(written.checks, fam_keys[fam]),
             )
 
     return [simulate]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,12 @@ import numpy as np
 
 from .. import __version__
 from ..config.experiment import ExperimentConfig
-from .layout import ATTR_FEATURE_NAMES, LAYOUT_VERSION, chunks_for, compression_kwargs, stage_specs
-from .paths import ExperimentPaths
-from .shards import StorageError, WriteStats, atomic_h5, check_stage_file, config_fingerprint, open_h5
+from .fingerprints import stage_fingerprint
+from .layout import ATTR_FEATURE_NAMES, LAYOUT_VERSION, PATHS, chunks_for, compression_kwargs, stage_specs
+from .paths import ExperimentPaths, shard_key
+from .shards import StorageError, WriteStats, atomic_h5, check_stage_file, config_fingerprint, open_h5, quarantine_reason
 
-__all__ = ["consolidate", "describe", "SHARDED_STAGES"]
+__all__ = ["consolidate", "shard_problems", "ConsolidateResult", "describe", "SHARDED_STAGES"]
 
 log = logging.getLogger(__name__)
 
@@ -32,46 +34,92 @@ SHARDED_STAGES = (
 )
 
 
+@dataclass
+class ConsolidateResult:
+    """The consolidated write: where it went (quarantine when a blocking dataset check failed)
+    and the dataset-level checks."""
+
+    write: WriteStats
+    checks: list
+    quarantined: bool
+
+
+def shard_problems(cfg: ExperimentConfig, paths: ExperimentPaths, stages: list[str]) -> list[str]:
+    """Why the shards of ``stages`` (and the parameters file) cannot be consolidated now: one line
+    per missing, quarantined or stale (other config or code version) file, naming the partition
+    and its asset. Empty when every file is present and current."""
+    problems = []
+    if not paths.parameters.exists():
+        q = quarantine_reason(paths.quarantined_parameters)
+        problems.append(f"parameters: {'quarantined: ' + q if q else 'missing: materialize parameters'}")
+    else:
+        pp = check_stage_file(paths.parameters, "parameters", cfg)
+        if pp:
+            problems.append(f"parameters ({paths.parameters}): {'; '.join(pp)}")
+    for stage in stages:
+        if stage not in SHARDED_STAGES:
+            raise ValueError(f"unknown sharded stage {stage!r}; known: {SHARDED_STAGES}")
+        asset = stage.replace("features_", "features/")
+        for shard in range(cfg.num_shards):
+            start, stop = cfg.shard_range(shard)
+            p = paths.shard(stage, shard)
+            label = f"{shard_key(shard)} of {asset}"
+            if not p.exists():
+                q = quarantine_reason(paths.quarantined_shard(stage, shard))
+                problems.append(f"{label}: quarantined: {q}" if q else f"{label}: missing (materialize partition {shard_key(shard)})")
+                continue
+            bad = check_stage_file(p, stage, cfg, start=start, stop=stop)
+            if bad:
+                problems.append(f"{label} ({p}): {'; '.join(bad)}")
+    return problems
+
+
 def consolidate(
     cfg: ExperimentConfig,
     paths: ExperimentPaths,
     stages: list[str],
     *,
     extra_attrs: dict[str, Any] | None = None,
-) -> WriteStats:
+) -> ConsolidateResult:
     """Concatenate the parameters file and every shard of ``stages`` into ``paths.dataset``.
 
-    Every shard must exist and conform (:func:`check_stage_file`); otherwise nothing is written and
-    the error lists the offending files. Attributes: the config (JSON), sampling metrics,
-    creation time, code and layout versions; dataset attributes (``feature_names``,
+    Every shard must be present, not quarantined and current (:func:`shard_problems`); otherwise
+    nothing is written and the :class:`StorageError` names every offending shard. The dataset
+    checks (IC type, family and policy balance over all operators: blocking; divergence) run
+    before the write; a failed blocking check sends the file to quarantine and clears
+    ``paths.dataset``. Attributes: the config (JSON), sampling metrics, creation time, code and
+    layout versions, the stage fingerprint; dataset attributes (``feature_names``,
     ``version``) are carried over from the shards.
     """
-    problems = []
-    files: dict[str, list[Path]] = {}
-    pp = check_stage_file(paths.parameters, "parameters", cfg)
-    if pp:
-        problems.append(f"{paths.parameters}: {'; '.join(pp)}")
-    for stage in stages:
-        if stage not in SHARDED_STAGES:
-            raise ValueError(f"unknown sharded stage {stage!r}; known: {SHARDED_STAGES}")
-        files[stage] = []
-        for shard in range(cfg.num_shards):
-            start, stop = cfg.shard_range(shard)
-            p = paths.shard(stage, shard)
-            bad = check_stage_file(p, stage, cfg, start=start, stop=stop)
-            if bad:
-                problems.append(f"{p}: {'; '.join(bad)}")
-            files[stage].append(p)
+    from ..validation import dataset_checks
+
+    problems = shard_problems(cfg, paths, stages)
     if problems:
-        raise StorageError("cannot consolidate:\n  " + "\n  ".join(problems))
+        raise StorageError(f"cannot consolidate {paths.dataset}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    files = {stage: [paths.shard(stage, shard) for shard in range(cfg.num_shards)] for stage in stages}
+
+    def gather(stage: str, path: str) -> np.ndarray:
+        parts = []
+        for p in files[stage]:
+            with open_h5(p) as sf:
+                parts.append(sf[path][()])
+        return np.concatenate(parts)
+
+    ic = gather("initial_conditions", PATHS.IC_TYPES) if "initial_conditions" in stages else None
+    ro = "rollouts" in stages
+    checks = []
+    if ic is not None and ro:
+        checks = dataset_checks(cfg, ic, gather("rollouts", PATHS.POLICIES), gather("rollouts", PATHS.DIVERGED))
+    failed = [c for c in checks if c.blocks]
+    target = paths.quarantined_dataset if failed else paths.dataset
 
     n = cfg.sampling.total_samples
     filters = compression_kwargs(cfg)
     t0 = time.perf_counter()
-    with atomic_h5(paths.dataset) as out:
+    with atomic_h5(target) as out:
         with open_h5(paths.parameters) as pf:
             for k, v in pf.attrs.items():
-                if k.startswith("sampling_") or k in ("parameter_names",):
+                if k.startswith("sampling_") or k in ("parameter_names", "noise_generator"):
                     out.attrs[k] = v
             out.create_dataset("parameters/params", data=pf["parameters/params"][()], **_kw(filters, (n, cfg.parameter_space.dim), cfg))
             for k, v in pf["parameters/params"].attrs.items():
@@ -96,15 +144,24 @@ def consolidate(
         out.attrs["experiment"] = cfg.metadata.name
         out.attrs["config"] = cfg.model_dump_json()
         out.attrs["config_fingerprint"] = config_fingerprint(cfg)
+        out.attrs["stage_fingerprint"] = stage_fingerprint(cfg, "dataset", upstream=("parameters", *stages))
         out.attrs["code_version"] = __version__
         out.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         out.attrs["n"] = n
         out.attrs["stages"] = json.dumps(stages)
+        out.attrs["checks"] = json.dumps([c.as_dict() for c in checks], default=str)
+        if failed:
+            out.attrs["quarantined_by"] = json.dumps([{"check": c.name, "description": c.description} for c in failed])
         for k, v in (extra_attrs or {}).items():
             out.attrs[k] = v
     seconds = time.perf_counter() - t0
-    log.info("consolidated %d operators from %s into %s in %.1fs", n, stages, paths.dataset, seconds)
-    return WriteStats(paths.dataset, seconds, paths.dataset.stat().st_size)
+    if failed:
+        paths.dataset.unlink(missing_ok=True)
+        log.warning("dataset checks %s failed: %s quarantined at %s", [c.name for c in failed], paths.dataset, target)
+    else:
+        paths.quarantined_dataset.unlink(missing_ok=True)
+        log.info("consolidated %d operators from %s into %s in %.1fs", n, stages, target, seconds)
+    return ConsolidateResult(WriteStats(target, seconds, target.stat().st_size), checks, bool(failed))
 
 
 def _kw(filters: dict, shape: tuple[int, ...], cfg: ExperimentConfig) -> dict:

@@ -54,6 +54,22 @@ class ExperimentPaths:
         return self.root / "shards" / stage / f"{shard_key(shard)}.h5"
 
     @property
+    def quarantine_root(self) -> Path:
+        """Writes whose blocking checks failed land here, never where readers look."""
+        return self.root / "quarantine"
+
+    def quarantined_shard(self, stage: str, shard: int) -> Path:
+        return self.quarantine_root / stage / f"{shard_key(shard)}.h5"
+
+    @property
+    def quarantined_parameters(self) -> Path:
+        return self.quarantine_root / "parameters.h5"
+
+    @property
+    def quarantined_dataset(self) -> Path:
+        return self.quarantine_root / "dataset" / self.dataset.name
+
+    @property
     def dataset(self) -> Path:
         p = Path(self.cfg.dataset.output_path)
         return p if p.is_absolute() else self.data / p

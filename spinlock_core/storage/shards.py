@@ -1,13 +1,17 @@
-"""Write and check HDF5 shard files (one per stage and partition), atomically.
+"""Write and check HDF5 shard files (one per stage and partition), atomically, gated by checks.
 
 A file is written under a temporary name in the same folder and renamed when complete, so a reader
-never sees half a file and a failed write leaves nothing behind.
+never sees half a file and a failed write leaves nothing behind. :func:`commit_stage_file` runs
+the stage's blocking checks on the in-memory arrays first: a write that fails one goes to the
+stage's quarantine path instead (for inspection), and the reader path is left empty.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -19,16 +23,23 @@ import numpy as np
 
 from .. import __version__
 from ..config.experiment import ExperimentConfig
+from .fingerprints import code_version, noise_generator_name, stage_fingerprint, stage_version
 from .layout import LAYOUT_VERSION, chunks_for, compression_kwargs, stage_specs
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "StorageError",
     "WriteStats",
+    "CommitResult",
     "config_fingerprint",
     "atomic_h5",
     "write_stage_file",
+    "commit_stage_file",
     "read_stage_file",
+    "check_stage_arrays",
     "check_stage_file",
+    "quarantine_reason",
 ]
 
 
@@ -44,7 +55,8 @@ class WriteStats:
 
 
 def config_fingerprint(cfg: ExperimentConfig) -> str:
-    """Short SHA-256 of the validated config: shards made with another config are detected."""
+    """Short SHA-256 of the whole validated config (informational; files are matched to a config
+    by their stage fingerprint, see :mod:`spinlock_core.storage.fingerprints`)."""
     return hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16]
 
 
@@ -79,10 +91,44 @@ def _base_attrs(cfg: ExperimentConfig, stage: str) -> dict:
         "layout_version": LAYOUT_VERSION,
         "stage": stage,
         "experiment": cfg.metadata.name,
+        "stage_version": stage_version(stage),
+        "stage_code_version": code_version(cfg, stage),
+        "stage_fingerprint": stage_fingerprint(cfg, stage),
         "config_fingerprint": config_fingerprint(cfg),
+        "noise_generator": noise_generator_name(),
         "code_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def check_stage_arrays(
+    stage: str, cfg: ExperimentConfig, arrays: dict[str, np.ndarray], *, n: int | None = None
+) -> list[str]:
+    """Problems with in-memory ``arrays`` as the datasets of ``stage`` (empty list = conforms):
+    exactly the stage's datasets, a common ``N`` (``n`` when given), and every dataset's trailing
+    shape and dtype kind as the layout says (values are cast to the layout dtype on write)."""
+    specs = stage_specs(stage, cfg)
+    expected = {s.path for s in specs}
+    problems = []
+    if set(arrays) != expected:
+        missing, extra = sorted(expected - set(arrays)), sorted(set(arrays) - expected)
+        problems.append(f"stage {stage!r} needs datasets {sorted(expected)}" + (f"; missing {missing}" if missing else "")
+                        + (f"; unexpected {extra}" if extra else ""))
+        return problems
+    ns = {len(np.asarray(a)) for a in arrays.values()}
+    if len(ns) != 1:
+        return [f"datasets of stage {stage!r} disagree on N: {sorted(ns)}"]
+    got_n = ns.pop()
+    if n is not None and got_n != n:
+        problems.append(f"holds {got_n} operators, expected {n}")
+    for spec in specs:
+        data = np.asarray(arrays[spec.path])
+        want = spec.shape(cfg, got_n)
+        if data.shape != want:
+            problems.append(f"{spec.path} must have shape {want}, got {data.shape}")
+        if data.dtype.kind != spec.dtype.kind and not (spec.dtype.kind == "f" and data.dtype.kind in "iu"):
+            problems.append(f"{spec.path} has dtype {data.dtype}, the layout stores {spec.dtype}")
+    return problems
 
 
 def write_stage_file(
@@ -97,22 +143,17 @@ def write_stage_file(
     """Write one stage's datasets to ``path`` atomically.
 
     ``arrays`` must hold exactly the stage's datasets (:func:`layout.stage_specs`) with matching
-    trailing shapes and a common ``N``; each is written whole in chunks of the configured size with
-    the configured filter.
+    trailing shapes and a common ``N`` (:func:`check_stage_arrays`); each is written whole in
+    chunks of the configured size with the configured filter.
 
     Raises:
         StorageError: wrong dataset set or shape, or an unwritable folder.
     """
+    problems = check_stage_arrays(stage, cfg, arrays)
+    if problems:
+        raise StorageError(f"{path}: " + "; ".join(problems))
     specs = stage_specs(stage, cfg)
-    expected = {s.path for s in specs}
-    if set(arrays) != expected:
-        raise StorageError(
-            f"{path}: stage {stage!r} needs datasets {sorted(expected)}, got {sorted(arrays)}"
-        )
-    ns = {len(a) for a in arrays.values()}
-    if len(ns) != 1:
-        raise StorageError(f"{path}: datasets of stage {stage!r} disagree on N: {sorted(ns)}")
-    n = ns.pop()
+    n = len(next(iter(arrays.values())))
     filters = compression_kwargs(cfg)
     t0 = time.perf_counter()
     with atomic_h5(path) as f:
@@ -122,8 +163,6 @@ def write_stage_file(
         for spec in specs:
             data = np.asarray(arrays[spec.path])
             shape = spec.shape(cfg, n)
-            if data.shape != shape:
-                raise StorageError(f"{path}: {spec.path} must have shape {shape}, got {data.shape}")
             data = data.astype(spec.dtype, copy=False)
             # compressible datasets are chunked (and filtered when compression is on); small
             # metadata arrays are written contiguous
@@ -133,6 +172,65 @@ def write_stage_file(
                 ds.attrs[k] = v
     seconds = time.perf_counter() - t0
     return WriteStats(Path(path), seconds, Path(path).stat().st_size)
+
+
+@dataclass
+class CommitResult:
+    """Where a gated write went: ``path`` (the reader path, or the quarantine path when a
+    blocking check failed), and the blocking checks that failed."""
+
+    write: WriteStats
+    quarantined: bool
+    failed: list[str]
+
+
+def commit_stage_file(
+    path: Path | str,
+    quarantine: Path | str,
+    stage: str,
+    cfg: ExperimentConfig,
+    arrays: dict[str, np.ndarray],
+    checks: list,
+    *,
+    attrs: dict | None = None,
+    dataset_attrs: dict[str, dict] | None = None,
+) -> CommitResult:
+    """Write ``arrays`` to ``path`` when every blocking check in ``checks`` passed
+    (:class:`~spinlock_core.validation.CheckReport` objects computed on these arrays), else to
+    ``quarantine``.
+
+    Either way the other location is cleared, so readers see the file at ``path`` only when its
+    latest write passed its blocking checks, and a quarantined file is never mistaken for current
+    data. A quarantined file records the failed checks in its ``quarantined_by`` attribute (JSON).
+    """
+    path, quarantine = Path(path), Path(quarantine)
+    failed = [c for c in checks if c.blocks]
+    if not failed:
+        stats = write_stage_file(path, stage, cfg, arrays, attrs=attrs, dataset_attrs=dataset_attrs)
+        with contextlib.suppress(FileNotFoundError):
+            quarantine.unlink()
+        return CommitResult(stats, False, [])
+    reason = json.dumps([{"check": c.name, "description": c.description} for c in failed])
+    stats = write_stage_file(quarantine, stage, cfg, arrays, attrs={**(attrs or {}), "quarantined_by": reason},
+                             dataset_attrs=dataset_attrs)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    log.warning("%s: blocking check(s) %s failed; written to quarantine %s", path, [c.name for c in failed], quarantine)
+    return CommitResult(stats, True, [c.name for c in failed])
+
+
+def quarantine_reason(path: Path | str) -> str | None:
+    """The failed checks recorded in a quarantined file (``None`` if it does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("quarantined_by", "[]")
+        items = json.loads(raw)
+        return "; ".join(f"{i['check']} failed ({i['description']})" for i in items) or "quarantined"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "quarantined (unreadable quarantine file)"
 
 
 def open_h5(path: Path | str) -> h5py.File:
@@ -181,8 +279,11 @@ def check_stage_file(
             problems.append(f"layout_version {a.get('layout_version')!r} != {LAYOUT_VERSION!r}")
         if a.get("stage") != stage:
             problems.append(f"stage attribute {a.get('stage')!r} != {stage!r}")
-        if a.get("config_fingerprint") != config_fingerprint(cfg):
-            problems.append("written with a different config (config_fingerprint mismatch): re-materialize it")
+        if a.get("stage_fingerprint") != stage_fingerprint(cfg, stage):
+            problems.append(
+                "made from a different config or code version (stage_fingerprint mismatch: the config sections "
+                "this stage or its inputs read, or a stage version, changed): re-materialize it"
+            )
         n = int(a.get("n", -1))
         if start is not None and stop is not None:
             if n != stop - start or int(a.get("start", -1)) != start or int(a.get("stop", -1)) != stop:

@@ -60,7 +60,7 @@ def test_failed_blocking_balance_check_stops_downstream(write_config, tmp_path):
 
     # zero tolerance: an 8-operator shard cannot match 4 weights of 0.25 exactly at this seed
     defs = build_definitions(write_config(sampling__validation__balance_tolerance=0.0, sampling__total_samples=10,
-                                          dataset__storage__shard_size=10))
+                                          sampling__validation__max_discrepancy=2.0, dataset__storage__shard_size=10))
     assets = list(defs.assets)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         assert dg.materialize(assets, selection=[dg.AssetKey("parameters")], instance=instance, resources=defs.resources).success

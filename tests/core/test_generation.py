@@ -117,11 +117,18 @@ def test_other_compressions(write_config, tmp_path, compression):
         assert f["inputs/fields"].compression == (None if compression == "none" else "lzf")
 
 
-def test_atomic_write_leaves_nothing_on_failure(tiny_config, tmp_path):
+def test_atomic_write_leaves_nothing_on_failure(tiny_config, tmp_path, monkeypatch):
     out = tmp_path / "s" / "x.h5"
-    with pytest.raises(StorageError, match="must have shape"):
+    with pytest.raises(StorageError, match="must have shape"):  # rejected before any file is opened
         write_stage_file(out, "parameters", tiny_config, {PATHS.PARAMS: np.zeros((3, 2), np.float32)})
-    assert list((tmp_path / "s").iterdir()) == []
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+    # a failure in the middle of the write (an invalid filter) leaves no temporary file behind
+    import spinlock_core.storage.shards as shards
+
+    monkeypatch.setattr(shards, "compression_kwargs", lambda cfg: {"compression": "gzip", "compression_opts": 99})
+    with pytest.raises(ValueError):
+        write_stage_file(out, "parameters", tiny_config, {PATHS.PARAMS: np.zeros((3, tiny_config.parameter_space.dim), np.float32)})
+    assert list(out.parent.iterdir()) == []
 
 
 def test_existing_file_survives_failed_rewrite(tiny_config, tmp_path):
@@ -163,8 +170,11 @@ def test_layout_check_catches_stale_and_foreign_files(tiny_config, write_config,
     p = paths.shard("initial_conditions", 1)
     assert check_stage_file(p, "initial_conditions", tiny_config, start=8, stop=16) == []
     assert any("expected [0, 8)" in x for x in check_stage_file(p, "initial_conditions", tiny_config, start=0, stop=8))
-    other = load_experiment(write_config("o.yaml", simulation__num_timesteps=7))
+    # a config section the ICs read makes the shard stale; one they do not read leaves it current
+    other = load_experiment(write_config("o.yaml", simulation__input_generation__gaussian_random_field__variance=2.0))
     assert any("different config" in x for x in check_stage_file(p, "initial_conditions", other, start=8, stop=16))
+    later = load_experiment(write_config("t.yaml", simulation__num_timesteps=7))
+    assert check_stage_file(p, "initial_conditions", later, start=8, stop=16) == []
     junk = tmp_path / "junk.h5"
     junk.write_bytes(b"\x00" * 100)
     assert check_stage_file(junk, "initial_conditions", tiny_config) == ["not an HDF5 file"]

@@ -7,7 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+from scipy.stats import qmc
 
+from spinlock_core.config import load_experiment
 from spinlock_core.config.parameters import BooleanParam, ChoiceParam, ContinuousParam, IntegerParam
 from spinlock_core.sampling import (
     assign_labels,
@@ -18,6 +20,7 @@ from spinlock_core.sampling import (
     sampling_quality,
     sobol_points,
 )
+from spinlock_core.sampling.quality import iid_discrepancy
 
 # Joe & Kuo (2008) direction numbers, the sequence's published first points (scipy uses them).
 JOE_KUO_3D = [[0.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.75, 0.25, 0.25], [0.25, 0.75, 0.75],
@@ -80,9 +83,72 @@ def test_quality_detects_bad_samples():
     assert sampling_quality(clumped, num_strata=4).min_stratum_count == 0
 
 
-def test_quality_subsamples_large_n():
-    q = sampling_quality(sobol_points(3000, 4, seed=1), max_points=500)
-    assert q.discrepancy_n == 500 and q.n == 3000
+def test_discrepancy_uses_a_power_of_two_prefix_above_the_cap():
+    pts = sobol_points(3000, 4, seed=1)
+    q = sampling_quality(pts, max_points=500)
+    assert q.discrepancy_n == 256 and q.n == 3000
+    assert q.discrepancy == pytest.approx(qmc.discrepancy(pts[:256], method="CD"), rel=1e-12)
+    assert q.discrepancy_iid == pytest.approx(((5 / 4) ** 4 - (13 / 12) ** 4) / 256, rel=1e-12)
+    assert sampling_quality(pts, max_points=4096).discrepancy_n == 3000  # below the cap: every point
+
+
+def test_iid_expectation_matches_monte_carlo():
+    """E[CD^2] of n i.i.d. points is ((5/4)^P - (13/12)^P) / n (independent Monte Carlo check)."""
+    rng = np.random.default_rng(3)
+    vals = [qmc.discrepancy(rng.random((64, 6)), method="CD") for _ in range(400)]
+    assert np.mean(vals) == pytest.approx(iid_discrepancy(64, 6), rel=0.05)
+
+
+def test_discrepancy_tells_sobol_from_iid_and_shuffled_at_production_scale(write_config):
+    """N = 100,000, P = 12: the Sobol prefix is far below i.i.d.; a shuffled Sobol sample and an
+    i.i.d. sample are not, and the (blocking) check fails for them."""
+    from spinlock_core.sampling import quality_verdicts
+
+    cfg = load_experiment(write_config(sampling__total_samples=100_000, dataset__storage__shard_size=50_000))
+    sob = sobol_points(100_000, 12, seed=42)
+    rng = np.random.default_rng(0)
+    iid = rng.random((100_000, 12))
+    q_sob = sampling_quality(sob, workers=-1)
+    q_shuf = sampling_quality(sob[rng.permutation(len(sob))], workers=-1)
+    q_iid = sampling_quality(iid, workers=-1)
+    assert q_sob.discrepancy_n == 16384
+    assert q_sob.discrepancy < 0.5 * q_iid.discrepancy and q_sob.discrepancy_ratio < 0.15
+    assert q_shuf.discrepancy_ratio > 0.7 and q_iid.discrepancy_ratio > 0.7
+    assert quality_verdicts(q_sob, cfg)["discrepancy"][0]
+    for q in (q_shuf, q_iid):
+        passed, reason = quality_verdicts(q, cfg)["discrepancy"]
+        assert not passed and "not a low-discrepancy sample" in reason
+    # the old method (a random subsample of 10,000 points) cannot tell them apart
+    sub = np.sort(rng.choice(100_000, 10_000, replace=False))
+    old_ratio = qmc.discrepancy(sob[sub], method="CD", workers=-1) / qmc.discrepancy(iid[sub], method="CD", workers=-1)
+    assert old_ratio > 0.6 and old_ratio > 5 * q_sob.discrepancy / q_iid.discrepancy
+
+
+def test_every_shard_block_is_judged(write_config):
+    """Contiguous shard blocks of a Sobol sequence are nets; shuffled blocks are not."""
+    from spinlock_core.sampling import quality_verdicts
+
+    cfg = load_experiment(write_config(sampling__total_samples=8192, dataset__storage__shard_size=1024))
+    sob = sobol_points(8192, 12, seed=5)
+    q = sampling_quality(sob, block_size=1024, workers=-1)
+    assert [b.start for b in q.blocks] == list(range(0, 8192, 1024)) and all(b.n == 1024 for b in q.blocks)
+    assert max(b.ratio for b in q.blocks) < 0.3
+    assert q.blocks[3].discrepancy == pytest.approx(qmc.discrepancy(sob[3072:4096], method="CD"), rel=1e-12)
+    assert quality_verdicts(q, cfg)["discrepancy"][0]
+    # the whole set stays a good sample, but one shard holds an unstructured (shuffled) block
+    bad = sob.copy()
+    bad[2048:3072] = np.random.default_rng(1).random((1024, 12))
+    passed, reason = quality_verdicts(sampling_quality(bad, block_size=1024, workers=-1), cfg)["discrepancy"]
+    assert not passed and "1 shard block(s)" in reason and "[2048, 3072)" in reason
+
+
+def test_small_point_sets_are_reported_not_judged(write_config):
+    from spinlock_core.sampling import quality_verdicts
+
+    cfg = load_experiment(write_config())  # 24 points: below discrepancy_min_points
+    q = sampling_quality(np.random.default_rng(0).random((24, 11)), block_size=8)
+    passed, reason = quality_verdicts(q, cfg)["discrepancy"]
+    assert passed and "ratio not judged" in reason
 
 
 def test_integer_mapping_is_uniform_and_covers_bounds():
