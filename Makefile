@@ -11,7 +11,7 @@ export DAGSTER_DISABLE_TELEMETRY := 1
 export MALLOC_MMAP_THRESHOLD_ := 33554432
 export MALLOC_TRIM_THRESHOLD_ := 4294967296
 
-.PHONY: install demo test ui instance bench clean
+.PHONY: install demo test ui instance bench production-smoke clean
 
 # torch==2.13.0 first: a bare `torch` requirement would pull a multi-GB CUDA build.
 $(BIN)/.installed: pyproject.toml
@@ -39,6 +39,10 @@ ui: install instance
 bench: install
 	$(BIN)/python benchmarks/rollout.py
 	$(BIN)/python benchmarks/features.py
+
+# one 32-operator shard at the production settings (T=256, M=5, 64x64): ~35 min on 2 cores
+production-smoke: install
+	$(BIN)/python benchmarks/production_smoke.py
 
 clean:
 	rm -rf $(SPINLOCK_HOME)

@@ -105,6 +105,18 @@ def test_dataset_layout_and_seed_snippets(tiny_config, tmp_path):
     np.testing.assert_array_equal(inputs[structured_idx], ref)
     info = describe(paths.dataset)
     assert {d["path"] for d in info["datasets"]} >= {"inputs/fields", "parameters/params", "metadata/ic_types"}
+    # every file records the noise generator and its stage fingerprint
+    from spinlock_core.rng import GENERATOR
+    from spinlock_core.storage.fingerprints import stage_fingerprint
+
+    files = [paths.dataset, *sorted(paths.root.rglob("*.h5"))]
+    assert len(files) == 1 + 1 + 2 * tiny_config.num_shards
+    for p in files:
+        with h5py.File(p, "r") as f:
+            assert f.attrs["noise_generator"] == GENERATOR == "philox4x32-10+box-muller-exact/1", p
+            stage = f.attrs["stage"]
+            if stage != "dataset":
+                assert f.attrs["stage_fingerprint"] == stage_fingerprint(tiny_config, stage), p
 
 
 @pytest.mark.parametrize("compression", ["lzf", "none"])
