@@ -1,8 +1,11 @@
 """The ``spinlock`` command: thin wrappers around library calls.
 
-    spinlock validate CONFIG...      exit 0 with one OK line per file; exit 2 when any file is
-                                     invalid, with one `FILE: field.path: reason` line (stderr)
-                                     for every problem of every file
+    spinlock validate CONFIG...      experiment or tokenizer YAMLs (a file whose top-level keys
+                                     are tokenizer sections - families, cleaning, model, training -
+                                     and no experiment section is a tokenizer config); exit 0 with
+                                     one OK line per file; exit 2 when any file is invalid, with
+                                     one `FILE: field.path: reason` line (stderr) for every problem
+                                     of every file
     spinlock inspect DATASET.h5      groups, shapes, dtypes, attributes, per-feature NaN counts
 """
 
@@ -13,26 +16,39 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_experiment
+from .config import ConfigError, ExperimentConfig, TokenizerConfig, load_config
 
 __all__ = ["main"]
+
+
+def _experiment_line(cfg: ExperimentConfig) -> str:
+    tok = f", tokenizer {cfg.tokenizer.config}" if cfg.tokenizer is not None else ""
+    return (
+        f"{cfg.metadata.name}, {cfg.sampling.total_samples} operators, "
+        f"{cfg.parameter_space.dim} parameters, {cfg.grid_size}x{cfg.grid_size}, "
+        f"T={cfg.simulation.num_timesteps}, M={cfg.simulation.num_realizations}, {cfg.num_shards} shards{tok}"
+    )
+
+
+def _tokenizer_line(cfg: TokenizerConfig) -> str:
+    fams = ", ".join(f"{name} ({fam.encoder})" for name, fam in cfg.families.items())
+    m, t = cfg.model, cfg.training
+    levels = f"levels {m.levels}" if m.levels else f"levels auto (codebook_scale {m.codebook_scale})"
+    return f"tokenizer: {fams}; {levels}; {t.max_steps} steps, batch {t.batch_size}"
 
 
 def _validate(paths: list[Path]) -> int:
     bad = 0
     for p in paths:
         try:
-            cfg = load_experiment(p)
+            cfg = load_config(p)
         except ConfigError as e:
             bad += 1
             for loc, msg in e.problems:
                 sys.stderr.write(f"{p}: {loc}: {msg}\n" if loc else f"{p}: {msg}\n")
             continue
-        sys.stdout.write(
-            f"OK {p}: {cfg.metadata.name}, {cfg.sampling.total_samples} operators, "
-            f"{cfg.parameter_space.dim} parameters, {cfg.grid_size}x{cfg.grid_size}, "
-            f"T={cfg.simulation.num_timesteps}, M={cfg.simulation.num_realizations}, {cfg.num_shards} shards\n"
-        )
+        line = _tokenizer_line(cfg) if isinstance(cfg, TokenizerConfig) else _experiment_line(cfg)
+        sys.stdout.write(f"OK {p}: {line}\n")
     return 2 if bad else 0
 
 
@@ -74,7 +90,7 @@ def _inspect(path: Path, as_json: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="spinlock", description="Spinlock: random neural-operator datasets.")
     sub = ap.add_subparsers(dest="command", required=True)
-    v = sub.add_parser("validate", help="validate experiment configs")
+    v = sub.add_parser("validate", help="validate experiment and tokenizer configs")
     v.add_argument("configs", nargs="+", type=Path)
     i = sub.add_parser("inspect", help="describe a Spinlock HDF5 file")
     i.add_argument("dataset", type=Path)

@@ -1,15 +1,17 @@
 """The experiment YAML as pydantic models (strict: unknown keys are rejected with their path).
 
 Top-level sections: ``version``, ``metadata``, ``parameter_space``, ``sampling``, ``simulation``,
-``dataset``, ``features`` (see ``configs/experiments/100k_full_features.yaml``).
+``dataset``, ``features`` (see ``configs/experiments/100k_full_features.yaml``), and optionally
+``tokenizer: {config: PATH}``, the tokenizer config trained on this experiment's data.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from .ic_variants import variant_problems
 from .parameter_rules import grid_size_problem
@@ -25,6 +27,7 @@ __all__ = [
     "DatasetConfig",
     "StorageConfig",
     "FeaturesConfig",
+    "TokenizerRef",
 ]
 
 _STRICT = ConfigDict(extra="forbid")
@@ -259,6 +262,52 @@ class FeaturesConfig(BaseModel):
     initial: InitialFeatures = Field(default_factory=InitialFeatures)
 
 
+class TokenizerRef(BaseModel):
+    """``tokenizer: {config: PATH}``: the tokenizer YAML (``configs/vqvae/``) for this experiment.
+
+    ``PATH`` is resolved relative to the experiment YAML's folder, then to the repository root
+    (``configs/vqvae/demo.yaml`` works from any experiment file); the file is loaded and validated
+    with the experiment, and its problems are reported at ``tokenizer.config`` as
+    ``TOKENIZER_FILE: field.path: reason``. After validation :attr:`path` is the resolved file and
+    :attr:`loaded` its :class:`~spinlock_core.config.tokenizer.TokenizerConfig`.
+    """
+
+    model_config = _STRICT
+    config: str = Field(min_length=1)
+    _path: Path | None = PrivateAttr(default=None)
+    _loaded: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _load(self, info: ValidationInfo):
+        from .loading import ConfigError, load_tokenizer_config, resolve_config_path
+
+        source = (info.context or {}).get("source")
+        path, tried = resolve_config_path(self.config, Path(source) if source is not None else None)
+        if path is None:
+            raise_problems("TokenizerRef", [problem("config", (
+                f"tokenizer config {self.config!r} not found (looked for {', '.join(map(str, tried))})"
+            ), self.config)])
+        try:
+            self._loaded = load_tokenizer_config(path)
+        except ConfigError as e:
+            raise_problems("TokenizerRef", [
+                problem("config", f"{path}: {loc}: {msg}" if loc else f"{path}: {msg}", self.config)
+                for loc, msg in e.problems
+            ])
+        self._path = path
+        return self
+
+    @property
+    def path(self) -> Path:
+        """The resolved tokenizer YAML."""
+        return self._path
+
+    @property
+    def loaded(self):
+        """The validated tokenizer config (:class:`~spinlock_core.config.tokenizer.TokenizerConfig`)."""
+        return self._loaded
+
+
 class ExperimentConfig(BaseModel):
     """A whole experiment. Load with :func:`spinlock_core.config.load_experiment`."""
 
@@ -270,6 +319,14 @@ class ExperimentConfig(BaseModel):
     simulation: SimulationConfig
     dataset: DatasetConfig
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    tokenizer: TokenizerRef | None = None
+
+    @field_validator("tokenizer", mode="before")
+    @classmethod
+    def _tokenizer_form(cls, v):
+        if isinstance(v, (str, Path)):
+            raise ValueError(f"write it as a mapping, tokenizer: {{config: {str(v)!r}}}")
+        return v
 
     @model_validator(mode="after")
     def _cross(self):
@@ -285,6 +342,10 @@ class ExperimentConfig(BaseModel):
             problems.append(problem(("simulation", "grid_size"), (
                 f"{sim_grid} would be ignored: parameter_space.{group}.grid_size ({grid}) sets the grid; remove one"
             ), sim_grid))
+        if self.tokenizer is not None:
+            enabled = {name: fam.enabled for name, fam in self.features}
+            for loc, msg in self.tokenizer.loaded.dataset_problems(enabled, self.simulation.num_timesteps):
+                problems.append(problem(("tokenizer", "config"), f"{self.tokenizer.path}: {loc}: {msg}", self.tokenizer.config))
         raise_problems("ExperimentConfig", problems)
         return self
 

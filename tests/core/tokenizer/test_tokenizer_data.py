@@ -1,0 +1,83 @@
+"""The tokenizer's reads of a consolidated dataset: families, blocks, chunks and clear errors."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from spinlock_core.features.summary import SUMMARY_NAMES
+from spinlock_core.generation import simulate_shard, write_feature_family, write_initial_conditions, write_parameters
+from spinlock_core.storage.dataset import consolidate
+from spinlock_core.storage.layout import PATHS
+from spinlock_core.storage.paths import ExperimentPaths
+from spinlock_core.tokenizer.data import FeatureFile, TokenizerDataError
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from spinlock_core.config import load_experiment
+    from tests.conftest import tiny_dict
+    import yaml
+
+    root = tmp_path_factory.mktemp("tokdata")
+    p = root / "tiny.yaml"
+    p.write_text(yaml.safe_dump(tiny_dict(**{"sampling.total_samples": 16, "simulation.num_timesteps": 5}), sort_keys=False))
+    cfg = load_experiment(p)
+    paths = ExperimentPaths.for_config(cfg, root / "home")
+    write_parameters(cfg, paths)
+    for s in range(cfg.num_shards):
+        write_initial_conditions(cfg, paths, s)
+        simulate_shard(cfg, paths, s, families={"summary", "temporal"})
+        write_feature_family(cfg, paths, s, "architecture")
+    consolidate(cfg, paths, ["initial_conditions", "rollouts", "features_summary", "features_temporal", "features_architecture"])
+    return paths.dataset
+
+
+def test_summary_blocks_select_the_right_columns(dataset):
+    ff = FeatureFile(dataset)
+    assert ff.n == 16 and set(ff.families) == {"summary", "temporal", "architecture"}
+    with h5py.File(dataset, "r") as f:
+        agg = f[PATHS.SUMMARY_AGG][()].astype(np.float64)
+    x, names = ff.matrix("summary", blocks=("mean",))
+    assert x.shape == (16, 120) and names[0] == f"{SUMMARY_NAMES[0]}_mean"
+    np.testing.assert_array_equal(x, agg[:, :120])
+    x, names = ff.matrix("summary", blocks=("cv", "mean"))
+    np.testing.assert_array_equal(x[:, :120], agg[:, 240:]) and names[0].endswith("_cv")
+    np.testing.assert_array_equal(x[:, 120:], agg[:, :120])
+    per, pn = ff.per_realization()
+    assert per.shape == (16, 2, 120) and pn == list(SUMMARY_NAMES)
+    np.testing.assert_allclose(per.mean(1), agg[:, :120], rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+def test_temporal_chunks_cover_every_row_once_and_skip_state_0(dataset):
+    ff = FeatureFile(dataset)
+    with h5py.File(dataset, "r") as f:
+        full = f[PATHS.TEMPORAL][()]
+    seen = []
+    for rows, x in ff.temporal_chunks(chunk=5):
+        assert x.shape == (len(rows), 4, 63) and len(rows) <= 5
+        np.testing.assert_array_equal(x, full[rows, 1:])
+        seen += rows.tolist()
+    assert seen == list(range(16))
+    sparse = np.array([0, 7, 15])
+    (rows, x), = list(ff.temporal_chunks(states=slice(0, None), chunk=8, rows=sparse))
+    np.testing.assert_array_equal(x, full[sparse])
+    with pytest.raises(TokenizerDataError, match="sorted, unique"):
+        list(ff.temporal_chunks(rows=np.array([3, 1])))
+
+
+def test_missing_family_and_wrong_columns_are_named(dataset, tmp_path):
+    ff = FeatureFile(dataset)
+    with pytest.raises(TokenizerDataError, match=r"needs the initial family \(features/initial/features\).*holds: summary, temporal, architecture"):
+        ff.matrix("initial")
+    x, names = ff.matrix("architecture")
+    with pytest.raises(TokenizerDataError, match=r"architecture columns differ .* missing \['extra'\]"):
+        ff.matrix("architecture", expected=[*names, "extra"])
+    with pytest.raises(TokenizerDataError, match="blocks must be a non-empty subset"):
+        ff.matrix("summary", blocks=("median",))
+    with pytest.raises(TokenizerDataError, match="file not found"):
+        FeatureFile(tmp_path / "nope.h5")
+    meta = ff.metadata()
+    assert meta["diverged"].dtype == bool and meta["operator_index"].tolist() == list(range(16))
+    assert set(meta["policies"]) <= {"residual", "convex"}
