@@ -39,6 +39,7 @@ ui: install instance
 bench: install
 	$(BIN)/python benchmarks/rollout.py
 	$(BIN)/python benchmarks/features.py
+	$(BIN)/python benchmarks/tokenizer.py
 
 # one 32-operator shard at the production settings (T=256, M=5, 64x64): ~35 min on 2 cores
 production-smoke: install

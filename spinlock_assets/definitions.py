@@ -18,7 +18,7 @@ from spinlock_core.storage.paths import spinlock_home
 from . import automation
 from spinlock_core.features.families import enabled_families
 
-from .assets import dataset, features, generation, sampling, simulation
+from .assets import dataset, features, generation, sampling, simulation, tokenizer
 from .experiment import Experiment, active_config_path
 from .resources import SpinlockStorage
 
@@ -40,6 +40,7 @@ def build_definitions(config_path: str | Path, key_prefix: list[str] | None = No
             stages=["initial_conditions", "rollouts", *(f.stage for f in fams)],
             upstream=["parameters", "initial_conditions", "rollouts", *(f"features/{f.name}" for f in fams)],
         ),
+        *tokenizer.build(exp),
     ]
     jobs, schedules = automation.build(exp)
     return dg.Definitions(

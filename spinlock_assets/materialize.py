@@ -42,25 +42,30 @@ def instance_env() -> dict[str, str]:
     return env
 
 
-def plan() -> tuple[list[str], list[str], list[str], list[str]]:
-    """``(roots, partitioned, downstream, partition_keys)`` as asset-key strings."""
+def plan() -> tuple[list[tuple[list[str], bool]], list[str]]:
+    """``(phases, partition_keys)``: each phase is ``(asset keys, partitioned)``, in run order.
+
+    An asset's phase is the highest phase of its parents, one higher where partitioning changes
+    (unpartitioned phases are even, partitioned ones odd): ``parameters``, then the shard assets,
+    then ``dataset`` / ``feature_matrix`` / ``tokenizer``, then the per-shard ``tokens``.
+    """
     from .definitions import defs
 
     graph = defs.resolve_asset_graph()
     keys = list(graph.toposorted_asset_keys)
-    partitioned = [k for k in keys if graph.get(k).partitions_def is not None]
-    seen_partitioned = False
-    roots, downstream = [], []
+    level: dict = {}
     for k in keys:
-        if k in partitioned:
-            seen_partitioned = True
-        elif not seen_partitioned and not (graph.get(k).parent_keys & set(partitioned)):
-            roots.append(k)
-        else:
-            downstream.append(k)
+        part = graph.get(k).partitions_def is not None
+        own = 1 if part else 0
+        for p in graph.get(k).parent_keys:
+            if p in level:
+                lp = level[p]
+                own = max(own, lp if (lp % 2 == 1) == part else lp + 1)
+        level[k] = own
+    phases = [([k.to_user_string() for k in keys if level[k] == lv], lv % 2 == 1) for lv in sorted(set(level.values()))]
+    partitioned = [k for k in keys if graph.get(k).partitions_def is not None]
     pkeys = graph.get(partitioned[0]).partitions_def.get_partition_keys() if partitioned else []
-    s = lambda ks: [k.to_user_string() for k in ks]  # noqa: E731
-    return s(roots), s(partitioned), s(downstream), list(pkeys)
+    return phases, list(pkeys)
 
 
 def _materialize(select: list[str], partition: str | None, env: dict[str, str]) -> None:
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     env = instance_env()
     os.environ.update(env)
-    roots, partitioned, downstream, pkeys = plan()
+    phases, pkeys = plan()
     if a.partitions:
         wanted = a.partitions.split(",")
         unknown = sorted(set(wanted) - set(pkeys))
@@ -113,20 +118,27 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--partitions: unknown partition(s) {unknown}; known: {pkeys[0]} ... {pkeys[-1]}")
         pkeys = wanted
     log.info("experiment %s, DAGSTER_HOME=%s", env["SPINLOCK_CONFIG"], env["DAGSTER_HOME"])
-    if roots:
-        _materialize(roots, None, env)
-    for i, p in enumerate(pkeys):
-        log.info("partition %s (%d/%d)", p, i + 1, len(pkeys))
-        _materialize(partitioned, p, env)
-    if downstream and not a.partitions:
-        _materialize(downstream, None, env)
+    seen_partitioned = False
+    for select, partitioned in phases:
+        if partitioned:
+            if seen_partitioned and a.partitions:
+                break  # with --partitions: the shard assets only, nothing downstream of the dataset
+            seen_partitioned = True
+            for i, p in enumerate(pkeys):
+                log.info("partition %s (%d/%d): %s", p, i + 1, len(pkeys), ", ".join(select))
+                _materialize(select, p, env)
+        elif not (seen_partitioned and a.partitions):
+            _materialize(select, None, env)
     from spinlock_core.storage.paths import ExperimentPaths
 
-    ds = ExperimentPaths.for_config(load_experiment(env["SPINLOCK_CONFIG"])).dataset
+    cfg = load_experiment(env["SPINLOCK_CONFIG"])
+    ep = ExperimentPaths.for_config(cfg)
     if a.partitions:
-        print(f"partitions {', '.join(pkeys)} materialized; run without --partitions to consolidate {ds}")
+        print(f"partitions {', '.join(pkeys)} materialized; run without --partitions to consolidate {ep.dataset}")
     else:
-        print(f"dataset: {ds}")
+        print(f"dataset: {ep.dataset}")
+        if cfg.tokenizer is not None:
+            print(f"tokenizer checkpoint: {ep.tokenizer} (metrics.json); tokens: {ep.tokens(0).parent}/")
     return 0
 
 

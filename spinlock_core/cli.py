@@ -7,6 +7,13 @@
                                      one `FILE: field.path: reason` line (stderr) for every problem
                                      of every file
     spinlock inspect DATASET.h5      groups, shapes, dtypes, attributes, per-feature NaN counts
+    spinlock train-tokenizer DATASET.h5 --config configs/vqvae/X.yaml --out CHECKPOINT_DIR
+                                     train the behavioural tokenizer; prints the metrics summary
+    spinlock tokenize CHECKPOINT_DIR DATASET.h5 --out tokens.h5
+                                     tokens [N, 3 C] with operator indices and the checkpoint's id
+
+Bad input (a missing file or family, a wrong column count, an invalid config) exits 2 with one
+``spinlock: error: ...`` line naming it.
 """
 
 from __future__ import annotations
@@ -87,6 +94,70 @@ def _inspect(path: Path, as_json: bool) -> int:
     return 0
 
 
+def _fail(msg: str) -> int:
+    sys.stderr.write(f"spinlock: error: {msg}\n")
+    return 2
+
+
+def _logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def _train_tokenizer(dataset: Path, config: Path, out: Path, device: str | None, max_steps: int | None) -> int:
+    from .tokenizer.checkpoint import CheckpointError
+    from .tokenizer.data import TokenizerDataError
+    from .tokenizer.train import train_tokenizer
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as e:
+        for loc, msg in e.problems:
+            sys.stderr.write(f"{config}: {loc}: {msg}\n" if loc else f"{config}: {msg}\n")
+        return 2
+    if not isinstance(cfg, TokenizerConfig):
+        return _fail(f"{config} is an experiment config; --config takes a tokenizer config (configs/vqvae/*.yaml)")
+    if max_steps is not None:
+        t = cfg.training.model_dump()
+        t["max_steps"] = max_steps
+        for key in ("warmup_steps", "val_every_steps", "dead_code_reset_interval"):
+            t[key] = min(t[key], max(max_steps - 1, 0) if key == "warmup_steps" else max_steps)
+        try:
+            cfg = cfg.model_copy(update={"training": type(cfg.training).model_validate(t)})
+        except ValueError as e:
+            return _fail(f"--max-steps {max_steps}: {e}")
+    _logging()
+    try:
+        _, metrics = train_tokenizer(dataset, cfg, out, device=device, config_path=str(config))
+    except (TokenizerDataError, CheckpointError) as e:
+        return _fail(str(e))
+    keys = ("quality", "noise_ceiling", "utilization", "utilization_train_mean", "per_level_quality",
+            "ami_ic_type", "num_categories", "feature_columns", "training")
+    sys.stdout.write(json.dumps({k: metrics[k] for k in keys} | {"checkpoint": str(out)}, indent=1) + "\n")
+    return 0
+
+
+def _tokenize(checkpoint: Path, dataset: Path, out: Path, device: str) -> int:
+    from .tokenizer.api import Tokenizer
+    from .tokenizer.checkpoint import CheckpointError
+    from .tokenizer.data import FeatureFile, TokenizerDataError
+    from .tokenizer.tokens_file import write_tokens
+
+    _logging()
+    try:
+        tok = Tokenizer.load(checkpoint)
+        source = FeatureFile(dataset)
+        tokens = tok.tokenize(source, device=device)
+        write_tokens(out, tokens, tok, source.metadata(), source=str(dataset))
+    except (TokenizerDataError, CheckpointError) as e:
+        return _fail(str(e))
+    sys.stdout.write(f"{out}: {tokens.shape[0]} operators x {tokens.shape[1]} tokens "
+                     f"({tok.num_categories} categories x 3 levels), checkpoint {tok.checkpoint_id[:12]}\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="spinlock", description="Spinlock: random neural-operator datasets.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -95,9 +166,24 @@ def main(argv: list[str] | None = None) -> int:
     i = sub.add_parser("inspect", help="describe a Spinlock HDF5 file")
     i.add_argument("dataset", type=Path)
     i.add_argument("--json", action="store_true", help="machine-readable output")
+    t = sub.add_parser("train-tokenizer", help="train the behavioural tokenizer on a dataset")
+    t.add_argument("dataset", type=Path)
+    t.add_argument("--config", type=Path, required=True, help="tokenizer config (configs/vqvae/*.yaml)")
+    t.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="overrides training.device")
+    t.add_argument("--max-steps", type=int, default=None, help="overrides training.max_steps")
+    k = sub.add_parser("tokenize", help="tokenize a dataset with a trained checkpoint")
+    k.add_argument("checkpoint", type=Path)
+    k.add_argument("dataset", type=Path)
+    k.add_argument("--out", type=Path, required=True, help="tokens file to write (HDF5)")
+    k.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     a = ap.parse_args(argv)
     if a.command == "validate":
         return _validate(a.configs)
+    if a.command == "train-tokenizer":
+        return _train_tokenizer(a.dataset, a.config, a.out, a.device, a.max_steps)
+    if a.command == "tokenize":
+        return _tokenize(a.checkpoint, a.dataset, a.out, a.device)
     return _inspect(a.dataset, a.json)
 
 

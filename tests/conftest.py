@@ -103,3 +103,26 @@ def tiny_config(write_config):
 def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("SPINLOCK_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DAGSTER_DISABLE_TELEMETRY", "1")
+
+
+def build_dataset(root: Path, **overrides):
+    """A consolidated tiny dataset (SUMMARY, TEMPORAL, ARCHITECTURE) under ``root``, built with the
+    library (no Dagster); ``overrides`` are dotted paths as in :func:`tiny_dict`. Returns its
+    ``ExperimentPaths``."""
+    from spinlock_core.config import load_experiment
+    from spinlock_core.generation import simulate_shard, write_feature_family, write_initial_conditions, write_parameters
+    from spinlock_core.storage.dataset import consolidate
+    from spinlock_core.storage.paths import ExperimentPaths
+
+    p = root / "tiny.yaml"
+    p.write_text(yaml.safe_dump(tiny_dict(**overrides), sort_keys=False))
+    cfg = load_experiment(p)
+    paths = ExperimentPaths.for_config(cfg, root / "home")
+    write_parameters(cfg, paths)
+    for s in range(cfg.num_shards):
+        write_initial_conditions(cfg, paths, s)
+        simulate_shard(cfg, paths, s, families={"summary", "temporal"})
+        write_feature_family(cfg, paths, s, "architecture")
+    consolidate(cfg, paths, ["initial_conditions", "rollouts", "features_summary", "features_temporal",
+                             "features_architecture"])
+    return paths

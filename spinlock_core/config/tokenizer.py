@@ -435,7 +435,10 @@ class TrainingConfig(BaseModel):
     informativeness_weight: Weight = 0.1
     topo_weight: Weight = 0.3
     #: rows of a batch used by the topographic term (None = the whole batch)
-    topo_samples: int | None = Field(default=None, ge=2)
+    topo_samples: int | None = Field(default=None, ge=3)  # two rows give one distance: no correlation
+    #: rows of a batch used by the orthogonality term (None = min(batch_size, 256)); its cost grows
+    #: with the square of the rows, and its sampling floor 1/sqrt(rows) must stay below orthogonality_target
+    orthogonality_samples: int | None = Field(default=None, ge=3)
     #: mean |r| between category centroids that the orthogonality term aims under
     orthogonality_target: Fraction = 0.15
     #: optimizer steps between re-seeding of codes unused since the last reset (0 = off)
@@ -470,10 +473,12 @@ class TrainingConfig(BaseModel):
             v = getattr(self, name)
             if v > self.max_steps:
                 problems.append(problem(name, f"{v} exceeds max_steps ({self.max_steps}): it would never run", v))
-        if self.topo_samples is not None and self.topo_samples > self.batch_size:
-            problems.append(problem("topo_samples", (
-                f"rows are drawn from one batch: at most batch_size ({self.batch_size}), got {self.topo_samples}"
-            ), self.topo_samples))
+        for name in ("topo_samples", "orthogonality_samples"):
+            v = getattr(self, name)
+            if v is not None and v > self.batch_size:
+                problems.append(problem(name, (
+                    f"rows are drawn from one batch: at most batch_size ({self.batch_size}), got {v}"
+                ), v))
         raise_problems("TrainingConfig", problems)
         return self
 

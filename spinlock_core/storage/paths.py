@@ -77,3 +77,17 @@ class ExperimentPaths:
     @property
     def dashboards(self) -> Path:
         return self.root / "dashboards"
+
+    @property
+    def feature_matrix(self) -> Path:
+        """The fitted tokenizer input (cleaning, encoders, categories, matrix): a folder."""
+        return self.root / "tokenizer" / "feature_matrix"
+
+    @property
+    def tokenizer(self) -> Path:
+        """The tokenizer checkpoint folder (:mod:`spinlock_core.tokenizer.checkpoint`)."""
+        return self.root / "tokenizer" / "checkpoint"
+
+    def tokens(self, shard: int) -> Path:
+        """Tokens of one shard (:mod:`spinlock_core.tokenizer.tokens_file`)."""
+        return self.root / "tokens" / f"{shard_key(shard)}.h5"

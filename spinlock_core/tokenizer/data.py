@@ -15,14 +15,15 @@ file, the dataset and what was expected.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 
 from ..features import summary as _summary
-from ..storage.layout import ATTR_FEATURE_NAMES, PATHS
+from ..storage.layout import ATTR_FEATURE_NAMES, PATHS, STAGES
 from ..storage.shards import StorageError, open_h5
 
 __all__ = ["TokenizerDataError", "FAMILY_PATHS", "SUMMARY_BLOCKS", "FeatureFile"]
@@ -49,22 +50,69 @@ def _names(ds) -> list[str]:
     return [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
 
 
-@dataclass
 class FeatureFile:
-    """A consolidated Spinlock dataset opened for the tokenizer (the file is read on demand)."""
+    """A Spinlock dataset opened for the tokenizer (read on demand): one consolidated file, or the
+    stage files of one shard (:meth:`from_shard`), which hold the same HDF5 paths."""
 
-    path: Path
-
-    def __post_init__(self):
-        self.path = Path(self.path)
+    def __init__(self, path: Path | str, *, sources: Mapping[str, Path] | None = None):
+        """``path``: the consolidated file (or, with ``sources``, a name for messages);
+        ``sources``: HDF5 dataset path -> the file that holds it (a shard's stage files)."""
+        self.path = Path(path)
+        self._sources = {k: Path(v) for k, v in (sources or {}).items()}
         try:
-            with open_h5(self.path) as f:
+            with self._open(PATHS.DIVERGED) as f:
                 if PATHS.DIVERGED not in f:
                     raise TokenizerDataError(f"{self.path}: not a consolidated Spinlock dataset (no {PATHS.DIVERGED})")
                 self.n = int(f[PATHS.DIVERGED].shape[0])
-                self.families = [fam for fam, p in FAMILY_PATHS.items() if p in f]
+            self.families = []
+            for fam, p in FAMILY_PATHS.items():
+                if self._sources and p not in self._sources:
+                    continue
+                with self._open(p) as f:
+                    if p in f:
+                        self.families.append(fam)
         except StorageError as e:
             raise TokenizerDataError(str(e)) from None
+
+    @classmethod
+    def from_shard(cls, paths, shard: int) -> "FeatureFile":
+        """The stage files of ``shard`` of an experiment (``ExperimentPaths``) that exist."""
+        sources = {}
+        for stage, specs in STAGES.items():
+            if stage == "parameters":
+                continue
+            p = paths.shard(stage, shard)
+            if p.exists():
+                sources.update({spec.path: p for spec in specs})
+        if PATHS.DIVERGED not in sources:
+            raise TokenizerDataError(f"shard {shard} of {paths.root}: no rollouts file ({paths.shard('rollouts', shard)})")
+        return cls(paths.root / "shards" / f"shard-{shard:04d}", sources=sources)
+
+    @contextmanager
+    def _open(self, dataset_path: str):
+        # a path no shard file holds is looked up in the rollouts file, where the reader's own
+        # "needs the X family" message then names it
+        target = self._sources.get(dataset_path, self._sources.get(PATHS.DIVERGED)) if self._sources else self.path
+        with open_h5(target) as f:
+            yield f
+
+    def identity(self) -> dict:
+        """What a checkpoint records of the data it was trained on: path, N, experiment name and the
+        file's config and stage fingerprints."""
+        with self._open(PATHS.DIVERGED) as f:
+            a = {k: f.attrs.get(k) for k in ("experiment", "config_fingerprint", "stage_fingerprint")}
+        out = {k: (v.decode() if isinstance(v, bytes) else None if v is None else str(v)) for k, v in a.items()}
+        return {"path": str(self.path), "n": self.n, **out}
+
+    def experiment_config(self):
+        """The :class:`ExperimentConfig` recorded in the file's ``config`` attribute."""
+        from ..config.experiment import ExperimentConfig
+
+        with self._open(PATHS.DIVERGED) as f:
+            raw = f.attrs.get("config")
+        if raw is None:
+            raise TokenizerDataError(f"{self.path}: no 'config' attribute (not written by Spinlock)")
+        return ExperimentConfig.model_validate(json.loads(raw))
 
     def _dataset(self, f, family: str):
         if family not in FAMILY_PATHS:
@@ -81,12 +129,13 @@ class FeatureFile:
 
     def metadata(self) -> dict[str, np.ndarray]:
         """``diverged [N]`` bool, ``policies [N]``, ``ic_types [N]`` (str) and ``operator_index [N]``."""
-        with open_h5(self.path) as f:
+        with self._open(PATHS.DIVERGED) as f:
             out = {
                 "diverged": f[PATHS.DIVERGED][()].astype(bool),
                 "policies": f[PATHS.POLICIES][()].astype(str),
-                "ic_types": f[PATHS.IC_TYPES][()].astype(str),
             }
+        with self._open(PATHS.IC_TYPES) as f:
+            out["ic_types"] = f[PATHS.IC_TYPES][()].astype(str)
             out["operator_index"] = (
                 f[PATHS.OPERATOR_INDEX][()].astype(np.int64) if PATHS.OPERATOR_INDEX in f else np.arange(self.n, dtype=np.int64)
             )
@@ -104,7 +153,7 @@ class FeatureFile:
         """
         if family == "temporal":
             raise TokenizerDataError("the temporal family is a sequence: read it with temporal_chunks()")
-        with open_h5(self.path) as f:
+        with self._open(FAMILY_PATHS.get(family, "")) as f:
             ds = self._dataset(f, family)
             names = _names(ds)
             if len(names) != ds.shape[-1]:
@@ -144,7 +193,7 @@ class FeatureFile:
 
     def per_realization(self) -> tuple[np.ndarray, list[str]]:
         """SUMMARY per trajectory ``[N, M, 120]`` float64 and its names (the reliability filter)."""
-        with open_h5(self.path) as f:
+        with self._open(PATHS.SUMMARY_TRAJ) as f:
             if PATHS.SUMMARY_TRAJ not in f:
                 raise TokenizerDataError(f"{self.path}: no {PATHS.SUMMARY_TRAJ} (the SUMMARY family is needed)")
             ds = f[PATHS.SUMMARY_TRAJ]
@@ -154,11 +203,11 @@ class FeatureFile:
 
     def temporal_shape(self) -> tuple[int, int, int]:
         """``(N, T, F)`` of the TEMPORAL family."""
-        with open_h5(self.path) as f:
+        with self._open(PATHS.TEMPORAL) as f:
             return tuple(int(s) for s in self._dataset(f, "temporal").shape)
 
     def temporal_names(self) -> list[str]:
-        with open_h5(self.path) as f:
+        with self._open(PATHS.TEMPORAL) as f:
             return _names(self._dataset(f, "temporal"))
 
     def temporal_chunks(self, states: slice = slice(1, None), chunk: int = 256, rows: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -174,7 +223,7 @@ class FeatureFile:
         idx = np.arange(self.n) if rows is None else np.asarray(rows, dtype=np.int64)
         if idx.size and (np.any(np.diff(idx) <= 0) or idx[0] < 0 or idx[-1] >= self.n):
             raise TokenizerDataError(f"rows must be sorted, unique and inside [0, {self.n})")
-        with open_h5(self.path) as f:
+        with self._open(PATHS.TEMPORAL) as f:
             ds = self._dataset(f, "temporal")
             t = ds.shape[1]
             sel = range(t)[states]
@@ -188,3 +237,56 @@ class FeatureFile:
                 else:  # sparse rows (a small split): point selection, never more than the chunk
                     block = ds[part.tolist()]
                 yield part, np.ascontiguousarray(block[:, sel.start : sel.stop : sel.step], dtype=np.float32)
+
+
+class ArrayFeatures:
+    """In-memory families with :class:`FeatureFile`'s reading interface (for ``tokenize`` on arrays).
+
+    ``arrays``: family -> raw values as stored: ``summary`` ``[N, 360]`` (aggregated, all blocks)
+    or only the blocks a checkpoint reads, ``temporal`` ``[N, T, 63]``, ``architecture`` ``[N, P]``,
+    ``initial`` ``[N, 42]``. Column names cannot be checked, so column counts are.
+    """
+
+    def __init__(self, arrays: dict):
+        if not arrays:
+            raise TokenizerDataError("no feature arrays given")
+        unknown = [k for k in arrays if k not in FAMILY_PATHS]
+        if unknown:
+            raise TokenizerDataError(f"unknown feature families {unknown}; known: {sorted(FAMILY_PATHS)}")
+        self.path = Path("<arrays>")
+        self._arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        sizes = {k: v.shape[0] if v.ndim else -1 for k, v in self._arrays.items()}
+        if len(set(sizes.values())) != 1:
+            raise TokenizerDataError(f"feature arrays disagree on the number of operators: {sizes}")
+        self.n = next(iter(sizes.values()))
+        self.families = list(self._arrays)
+
+    def _get(self, family: str, ndim: int) -> np.ndarray:
+        if family not in self._arrays:
+            raise TokenizerDataError(f"the tokenizer needs the {family} family, which the arrays do not hold "
+                                     f"(given: {', '.join(self.families)})")
+        x = self._arrays[family]
+        if x.ndim != ndim:
+            raise TokenizerDataError(f"{family} must have {ndim} dimensions, got shape {x.shape}")
+        return x
+
+    def matrix(self, family: str, *, blocks: tuple[str, ...] = ("mean",), expected: list[str] | None = None):
+        x = self._get(family, 2).astype(np.float64)
+        width = len(_summary.SUMMARY_NAMES)
+        if family == "summary" and x.shape[1] == len(_summary.AGGREGATED_NAMES) and len(blocks) < len(SUMMARY_BLOCKS):
+            x = x[:, [SUMMARY_BLOCKS.index(b) * width + j for b in blocks for j in range(width)]]
+        if expected is not None and x.shape[1] != len(expected):
+            raise TokenizerDataError(f"{family} has {x.shape[1]} columns, the tokenizer was trained on {len(expected)}")
+        return x, list(expected) if expected is not None else [f"{family}_{j}" for j in range(x.shape[1])]
+
+    def temporal_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self._get("temporal", 3).shape)
+
+    def temporal_chunks(self, states: slice = slice(1, None), chunk: int = 256, rows=None):
+        x = self._get("temporal", 3)
+        idx = np.arange(self.n) if rows is None else np.asarray(rows, dtype=np.int64)
+        if len(range(x.shape[1])[states]) == 0:
+            raise TokenizerDataError(f"states {states} select no state of T = {x.shape[1]}")
+        for i in range(0, idx.size, chunk):
+            part = idx[i : i + chunk]
+            yield part, np.ascontiguousarray(x[part][:, states], dtype=np.float32)

@@ -58,6 +58,15 @@ CHECKS: dict[str, tuple[CheckDef, ...]] = {
         CheckDef("policy_balance", True, "Evolution-policy fractions over the whole dataset"),
         CheckDef("divergence", False, "Diverged operators in the whole dataset"),
     ),
+    "tokenizer": (
+        CheckDef("quality_and_utilization", True,
+                 "Validation quality and utilization at or above the tokenizer config's thresholds, no dead codebook"),
+        CheckDef("category_report", False,
+                 "Per-category utilization (train and validation) and AMI of level-0 tokens with the IC type"),
+    ),
+    "tokens": (
+        CheckDef("tokens_in_codebook", True, "Every token lies inside its own codebook [0, K)"),
+    ),
 }
 
 

@@ -11,14 +11,25 @@ from spinlock_core.storage.paths import ExperimentPaths
 from tests.conftest import ROOT
 
 
-def _materialize_all(defs, instance):
+TOKENIZER_KEYS = ("feature_matrix", "tokenizer", "tokens")
+
+
+def _materialize_all(defs, instance, tokenizer: bool = False):
+    """Every asset in the order `make demo` uses: parameters, the shard assets per partition, the
+    dataset (and the tokenizer's feature_matrix and checkpoint), then tokens per partition."""
     graph = defs.resolve_asset_graph()
     assets = list(defs.assets)
-    partitioned = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None]
-    results = [dg.materialize(assets, selection=[dg.AssetKey("parameters")], instance=instance, resources=defs.resources)]
-    for key in graph.get(dg.AssetKey("rollouts")).partitions_def.get_partition_keys():
-        results.append(dg.materialize(assets, selection=partitioned, partition_key=key, instance=instance, resources=defs.resources))
-    results.append(dg.materialize(assets, selection=[dg.AssetKey("dataset")], instance=instance, resources=defs.resources))
+    partitioned = [k for k in graph.get_all_asset_keys()
+                   if graph.get(k).partitions_def is not None and k.to_user_string() not in TOKENIZER_KEYS]
+    run = lambda sel, key=None: dg.materialize(assets, selection=sel, partition_key=key, instance=instance,  # noqa: E731
+                                               resources=defs.resources)
+    pkeys = graph.get(dg.AssetKey("rollouts")).partitions_def.get_partition_keys()
+    results = [run([dg.AssetKey("parameters")])]
+    results += [run(partitioned, key) for key in pkeys]
+    results.append(run([dg.AssetKey("dataset")]))
+    if tokenizer:
+        results.append(run([dg.AssetKey("feature_matrix"), dg.AssetKey("tokenizer")]))
+        results += [run([dg.AssetKey("tokens")], key) for key in pkeys]
     return results
 
 
@@ -28,7 +39,7 @@ def test_demo_graph_materializes_with_all_checks_passing(tmp_path, monkeypatch):
     demo = ROOT / "configs/experiments/demo.yaml"
     defs = build_definitions(demo)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        results = _materialize_all(defs, instance)
+        results = _materialize_all(defs, instance, tokenizer=True)
         evaluations = [e for r in results for e in r.get_asset_check_evaluations()]
         assert all(r.success for r in results)
         failed = [(e.asset_key.to_user_string(), e.check_name, e.metadata) for e in evaluations if not e.passed]
@@ -38,6 +49,16 @@ def test_demo_graph_materializes_with_all_checks_passing(tmp_path, monkeypatch):
                 ("rollouts", "divergence"), ("dataset", "ic_family_balance")} <= names
         for fam in ("summary", "temporal", "architecture", "initial"):  # no undocumented NaN or constant feature
             assert {(f"features/{fam}", c) for c in ("nan_inf", "constant_columns", "value_ranges")} <= names
+        # the tokenizer: its blocking check and report, and every shard's tokens inside their codebooks
+        assert {("tokenizer", "quality_and_utilization"), ("tokenizer", "category_report")} <= names
+        token_checks = [e for e in evaluations if e.check_name == "tokens_in_codebook"]
+        assert len(token_checks) == 4 and all(e.passed for e in token_checks)
+        tok_meta = instance.get_latest_materialization_event(dg.AssetKey("tokenizer")).asset_materialization.metadata
+        for k in ("val_quality", "val_utilization", "train_utilization", "quality_level_0", "quality_levels_0_2",
+                  "noise_ceiling", "num_categories", "parameters", "peak_rss_mb"):
+            assert isinstance(tok_meta[k].value, (int, float)), k
+        fm_meta = instance.get_latest_materialization_event(dg.AssetKey("feature_matrix")).asset_materialization.metadata
+        assert fm_meta["num_categories"].value == tok_meta["num_categories"].value
         status = instance.get_status_by_partition(dg.AssetKey("rollouts"), ["shard-0000", "shard-0003"], defs.resolve_asset_graph().get(dg.AssetKey("rollouts")).partitions_def)
         assert status is None or all(v is not None for v in status.values())
     paths = ExperimentPaths.for_config(load_experiment(demo))
@@ -53,6 +74,15 @@ def test_demo_graph_materializes_with_all_checks_passing(tmp_path, monkeypatch):
     corr = np.corrcoef(temporal, rowvar=False)
     assert np.abs(corr[np.triu_indices(63, 1)]).max() < 0.99
     assert (per_traj.std(0) > 0).all()
+    # tokens of every shard, from the checkpoint the tokenizer asset wrote, equal tokenizing the dataset
+    from spinlock_core.tokenizer.api import Tokenizer
+    from spinlock_core.tokenizer.tokens_file import read_tokens
+
+    tok = Tokenizer.load(paths.tokenizer)
+    shards = [read_tokens(paths.tokens(s)) for s in range(4)]
+    assert all(t["attrs"]["checkpoint_id"] == tok.checkpoint_id for t in shards)
+    np.testing.assert_array_equal(np.concatenate([t["tokens"] for t in shards]), tok.tokenize(paths.dataset))
+    np.testing.assert_array_equal(np.concatenate([t["operator_index"] for t in shards]), np.arange(128))
 
 
 def test_failed_blocking_balance_check_stops_downstream(write_config, tmp_path):

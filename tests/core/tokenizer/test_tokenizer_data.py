@@ -7,31 +7,16 @@ import numpy as np
 import pytest
 
 from spinlock_core.features.summary import SUMMARY_NAMES
-from spinlock_core.generation import simulate_shard, write_feature_family, write_initial_conditions, write_parameters
-from spinlock_core.storage.dataset import consolidate
 from spinlock_core.storage.layout import PATHS
-from spinlock_core.storage.paths import ExperimentPaths
 from spinlock_core.tokenizer.data import FeatureFile, TokenizerDataError
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    from spinlock_core.config import load_experiment
-    from tests.conftest import tiny_dict
-    import yaml
+    from tests.conftest import build_dataset
 
     root = tmp_path_factory.mktemp("tokdata")
-    p = root / "tiny.yaml"
-    p.write_text(yaml.safe_dump(tiny_dict(**{"sampling.total_samples": 16, "simulation.num_timesteps": 5}), sort_keys=False))
-    cfg = load_experiment(p)
-    paths = ExperimentPaths.for_config(cfg, root / "home")
-    write_parameters(cfg, paths)
-    for s in range(cfg.num_shards):
-        write_initial_conditions(cfg, paths, s)
-        simulate_shard(cfg, paths, s, families={"summary", "temporal"})
-        write_feature_family(cfg, paths, s, "architecture")
-    consolidate(cfg, paths, ["initial_conditions", "rollouts", "features_summary", "features_temporal", "features_architecture"])
-    return paths.dataset
+    return build_dataset(root, **{"sampling.total_samples": 16, "simulation.num_timesteps": 5}).dataset
 
 
 def test_summary_blocks_select_the_right_columns(dataset):
