@@ -241,13 +241,27 @@ DEMO = Path(__file__).resolve().parents[3] / ".spinlock" / "data" / "datasets" /
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    if not DEMO.exists():
-        pytest.skip("no demo dataset (.spinlock/data/datasets/demo.h5)")
     h5py = pytest.importorskip("h5py")
     from spinlock_core.config.experiment import ExperimentConfig
 
     path = tmp_path_factory.mktemp("demo") / "demo.h5"
-    shutil.copyfile(DEMO, path)
+    if DEMO.exists():  # `make demo` made it
+        shutil.copyfile(DEMO, path)
+    else:  # a fresh clone: the demo experiment's dataset, built with the library (~30 s)
+        from spinlock_core.config import load_experiment
+        from spinlock_core.generation import simulate_shard, write_initial_conditions, write_parameters
+        from spinlock_core.storage.dataset import consolidate
+        from spinlock_core.storage.paths import ExperimentPaths
+        from tests.conftest import ROOT
+
+        cfg = load_experiment(ROOT / "configs/experiments/demo.yaml")
+        paths = ExperimentPaths.for_config(cfg, path.parent / "home")
+        write_parameters(cfg, paths)
+        for s in range(cfg.num_shards):
+            write_initial_conditions(cfg, paths, s)
+            simulate_shard(cfg, paths, s, families={"summary", "temporal"})
+        consolidate(cfg, paths, ["initial_conditions", "rollouts", "features_summary", "features_temporal"])
+        path = paths.dataset
     from spinlock_core.storage.layout import PATHS
 
     keys = (PATHS.SUMMARY_AGG, PATHS.SUMMARY_TRAJ, PATHS.TEMPORAL, PATHS.DIVERGED, PATHS.POLICIES)
