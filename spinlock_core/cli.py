@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .config import ConfigError, ExperimentConfig, TokenizerConfig, load_config
 
-__all__ = ["main"]
+__all__ = ["build_parser", "run", "main"]
 
 
 def _experiment_line(cfg: ExperimentConfig) -> str:
@@ -158,7 +158,9 @@ def _tokenize(checkpoint: Path, dataset: Path, out: Path, device: str) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The ``spinlock`` parser and its subcommands (``spinlock_assets.cli`` adds the commands that
+    need a Dagster instance, so this library stays Dagster-free)."""
     ap = argparse.ArgumentParser(prog="spinlock", description="Spinlock: random neural-operator datasets.")
     sub = ap.add_subparsers(dest="command", required=True)
     v = sub.add_parser("validate", help="validate experiment and tokenizer configs")
@@ -177,14 +179,25 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("dataset", type=Path)
     k.add_argument("--out", type=Path, required=True, help="tokens file to write (HDF5)")
     k.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    a = ap.parse_args(argv)
+    return ap, sub
+
+
+def run(a: argparse.Namespace) -> int:
+    """Run a parsed core command; returns the exit code."""
     if a.command == "validate":
         return _validate(a.configs)
     if a.command == "train-tokenizer":
         return _train_tokenizer(a.dataset, a.config, a.out, a.device, a.max_steps)
     if a.command == "tokenize":
         return _tokenize(a.checkpoint, a.dataset, a.out, a.device)
-    return _inspect(a.dataset, a.json)
+    if a.command == "inspect":
+        return _inspect(a.dataset, a.json)
+    raise ValueError(f"unknown command {a.command!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap, _ = build_parser()
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":
