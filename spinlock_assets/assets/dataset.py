@@ -10,6 +10,7 @@ from spinlock_core.storage.shards import StorageError
 
 from ..checks import check_results, check_specs
 from ..experiment import Experiment
+from ..metadata import OWNERS, tags
 from ..resources import SpinlockStorage
 
 
@@ -24,6 +25,7 @@ def build(exp: Experiment, stages: list[str], upstream: list[str]) -> list:
         kinds={"hdf5"},
         check_specs=check_specs("dataset", key),
         code_version=code_version(cfg, "dataset"),
+        owners=OWNERS, tags=tags("dataset"),
         description=f"Consolidated dataset at dataset.output_path ({cfg.dataset.output_path}) in the seed layout; "
         "refuses to consolidate while any shard is missing, quarantined or made from another config.",
     )

@@ -10,6 +10,7 @@ from spinlock_core.storage.paths import parse_shard_key
 
 from ..checks import check_results, check_specs
 from ..experiment import Experiment
+from ..metadata import OWNERS, feature_schema, file_metadata, tags
 from ..resources import SpinlockStorage
 
 _DEPS = {"architecture": ["parameters"], "initial": ["initial_conditions"]}
@@ -32,6 +33,7 @@ def _family_asset(exp: Experiment, family: str):
         kinds={"numpy", "hdf5"},
         check_specs=check_specs(fam.stage, key, exp.partitions),
         code_version=code_version(cfg, fam.stage),
+        owners=OWNERS, tags=tags("features", family=family), metadata=feature_schema(cfg, family),
         description=_DESCRIPTIONS[family],
     )
     def _asset(context: AssetExecutionContext, storage: SpinlockStorage) -> dg.MaterializeResult:
@@ -40,9 +42,11 @@ def _family_asset(exp: Experiment, family: str):
         context.log.info(f"{context.partition_key}: {family} features {values.shape} -> {res.write.path}")
         return dg.MaterializeResult(
             metadata={
-                "path": dg.MetadataValue.path(str(res.write.path)),
+                **file_metadata(None if res.quarantined else res.write.path),
                 "quarantined": res.quarantined,
                 "shape": dg.MetadataValue.json(list(values.shape)),
+                "n": int(values.shape[0]),
+                "columns": int(values.shape[-1]),
                 "version": fam.version,
                 "seconds": res.seconds_total,
             },

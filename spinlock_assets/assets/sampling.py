@@ -8,6 +8,7 @@ from spinlock_core.storage.fingerprints import code_version
 
 from ..checks import check_results, check_specs
 from ..experiment import Experiment
+from ..metadata import OWNERS, file_metadata, parameter_schema, tags
 from ..resources import SpinlockStorage
 
 
@@ -21,6 +22,7 @@ def build(exp: Experiment) -> list:
         kinds={"numpy", "hdf5"},
         check_specs=check_specs("parameters", key),
         code_version=code_version(cfg, "parameters"),
+        owners=OWNERS, tags=tags("sampling"), metadata=parameter_schema(cfg),
         description=(
             f"Scrambled Sobol sample of the {cfg.parameter_space.dim}-D parameter space for "
             f"{cfg.sampling.total_samples} operators (unit-cube values, parameters/params [N, P]). "
@@ -36,11 +38,11 @@ def build(exp: Experiment) -> list:
         )
         return dg.MaterializeResult(
             metadata={
-                "path": dg.MetadataValue.path(str(res.write.path)),
+                **file_metadata(None if res.quarantined else res.write.path),
                 "quarantined": res.quarantined,
                 "n": unit.shape[0],
                 "dim": unit.shape[1],
-                "parameter_names": ", ".join(cfg.parameter_space.names),
+                "parameter_names": dg.MetadataValue.json(list(cfg.parameter_space.names)),
                 "discrepancy_cd2": q.discrepancy,
                 "discrepancy_ratio": q.discrepancy_ratio,
                 "max_abs_correlation": q.max_abs_correlation,

@@ -13,6 +13,7 @@ from spinlock_core.storage.paths import parse_shard_key
 
 from ..checks import check_results, check_specs
 from ..experiment import Experiment
+from ..metadata import OWNERS, feature_schema, file_metadata, tags
 from ..resources import SpinlockStorage
 from ._progress import progress_logger
 
@@ -26,11 +27,13 @@ def build(exp: Experiment) -> list:
     specs = [
         dg.AssetSpec(ro_key, deps=[exp.key("parameters"), exp.key("initial_conditions")], group_name="generation",
                      kinds={"pytorch", "hdf5"}, skippable=True, code_version=code_version(cfg, "rollouts"),
+                     owners=OWNERS, tags=tags("generation"),
                      description="Stochastic rollouts [M, T, C, H, W] of every operator of the shard: divergence flags and "
                      "operator metadata (trajectories kept only with dataset.storage.store_trajectories)."),
         *[
             dg.AssetSpec(k, deps=[exp.key("parameters"), exp.key("initial_conditions")], group_name="features",
                          kinds={"pytorch", "hdf5"}, skippable=True, code_version=code_version(cfg, FAMILIES[f].stage),
+                         owners=OWNERS, tags=tags("features", family=f), metadata=feature_schema(cfg, f),
                          description=f"{f.upper()} features, extracted batch by batch inside the rollout loop "
                          f"({', '.join(FAMILIES[f].datasets(cfg))}).")
             for f, k in fam_keys.items()
@@ -69,7 +72,7 @@ def build(exp: Experiment) -> list:
             yield dg.MaterializeResult(
                 asset_key=ro_key,
                 metadata={
-                    "path": dg.MetadataValue.path(str(ro.write.path)),
+                    **file_metadata(None if ro.quarantined else ro.write.path),
                     "quarantined": ro.quarantined,
                     "n": stop - start,
                     "device": sim.device,
@@ -93,11 +96,12 @@ def build(exp: Experiment) -> list:
             yield dg.MaterializeResult(
                 asset_key=fam_keys[fam],
                 metadata={
-                    "path": dg.MetadataValue.path(str(written.write.path)),
+                    **file_metadata(None if written.quarantined else written.write.path),
                     "quarantined": written.quarantined,
                     "n": stop - start,
                     "version": FAMILIES[fam].version,
                     "shapes": dg.MetadataValue.json({p: list(a.shape) for p, a in arrays.items()}),
+                    "columns": int(next(iter(arrays.values())).shape[-1]),
                     "feature_seconds_over_rollout": sum(res.feature_seconds.values()) / rollout_s,
                     "write_seconds": written.write.seconds,
                     **extra,

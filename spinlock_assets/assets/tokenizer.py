@@ -18,6 +18,7 @@ from spinlock_core.validation.tokenizer_checks import tokenizer_checks, tokens_c
 
 from ..checks import check_results, check_specs
 from ..experiment import Experiment
+from ..metadata import OWNERS, tags
 from ..resources import SpinlockStorage
 
 __all__ = ["build"]
@@ -61,6 +62,7 @@ def build(exp: Experiment) -> list:
 
     @dg.asset(
         key=fm_key, deps=[exp.key("dataset")], group_name="tokenizer", kinds={"numpy", "pytorch"}, code_version=version,
+        owners=OWNERS, tags=tags("tokenizer"),
         description="Tokenizer input (SPEC 8): every family cleaned on the training split, passed through its "
         "encoder (pre-trained and frozen where it has weights), z-scored, and grouped into Ward categories.",
     )
@@ -102,7 +104,7 @@ def build(exp: Experiment) -> list:
 
     @dg.asset(
         key=tok_key, deps=[fm_key], group_name="tokenizer", kinds={"pytorch"}, pool="gpu", check_specs=tok_specs,
-        code_version=version,
+        code_version=version, owners=OWNERS, tags=tags("tokenizer"),
         description="The behavioural tokenizer (SPEC 9): per-category encoders, 3-level residual VQ per category, "
         "shared decoder; the checkpoint folder with metrics.json and training_history.json.",
     )
@@ -138,6 +140,7 @@ def build(exp: Experiment) -> list:
 
     @dg.asset(
         key=tokens_key, partitions_def=exp.partitions, group_name="tokenizer", kinds={"hdf5"}, code_version=version,
+        owners=OWNERS, tags=tags("tokenizer"),
         deps=[tok_key, exp.key("rollouts"), exp.key("initial_conditions"), *exp.feature_keys],
         check_specs=check_specs("tokens", tokens_key, exp.partitions),
         description="Tokens of one shard: [n, 3 x categories] int64, category-major and level-minor, with the "

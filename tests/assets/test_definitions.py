@@ -64,3 +64,24 @@ def test_schedules_fan_out_one_run_per_shard(write_config):
     assert [r.partition_key for r in reqs] == ["shard-0000", "shard-0001", "shard-0002"]
     assert len({r.run_key for r in reqs}) == 3
     assert defs.resolve_job_def("rebuild_features") is not None
+
+
+def test_every_asset_says_who_owns_it_what_it_is_and_feature_columns(write_config):
+    from spinlock_assets.definitions import build_definitions
+    from spinlock_core.config import load_experiment
+    from spinlock_core.features.families import feature_names
+
+    path = ROOT / "configs/experiments/demo.yaml"
+    graph = build_definitions(path).resolve_asset_graph()
+    cfg = load_experiment(path)
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.owners == ["team:spinlock"], key
+        assert node.tags.get("stage"), key
+        assert node.description and len(node.description) > 30, key
+    for fam in ("summary", "temporal", "architecture", "initial"):
+        schema = graph.get(dg.AssetKey(["features", fam])).metadata["dagster/column_schema"]
+        names = next(iter(feature_names(fam, cfg).values()))
+        assert [c.name for c in schema.columns] == list(names)
+    params = graph.get(dg.AssetKey("parameters")).metadata["dagster/column_schema"]
+    assert [c.name for c in params.columns] == list(cfg.parameter_space.names)
