@@ -43,10 +43,11 @@ def _value(v):
 
 def check_result(report: CheckReport, asset_key: dg.AssetKey) -> dg.AssetCheckResult:
     """A library check report as an ``AssetCheckResult``: measured values next to their
-    thresholds (``threshold/<name>``), Markdown tables for per-feature details."""
+    thresholds (``threshold/<name>``), Markdown tables for per-feature details (``table/<name>``)."""
     meta = {k: _value(v) for k, v in report.values.items()}
     meta.update({f"threshold/{k}": _value(v) for k, v in report.thresholds.items()})
-    meta.update({k: dg.MetadataValue.md(v) for k, v in report.tables.items()})
+    # tables under their own prefix: a table and a value may share a name (a count and its list)
+    meta.update({f"table/{k}": dg.MetadataValue.md(v) for k, v in report.tables.items()})
     return dg.AssetCheckResult(
         check_name=report.name,
         asset_key=asset_key,

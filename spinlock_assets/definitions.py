@@ -15,10 +15,10 @@ import dagster as dg
 from spinlock_core.config import load_experiment
 from spinlock_core.storage.paths import spinlock_home
 
-from . import automation
+from . import automation, sensors
 from spinlock_core.features.families import enabled_families
 
-from .assets import dataset, features, generation, sampling, simulation, tokenizer
+from .assets import dataset, features, generation, reports, sampling, simulation, tokenizer
 from .experiment import Experiment, active_config_path
 from .resources import SpinlockStorage
 
@@ -41,12 +41,15 @@ def build_definitions(config_path: str | Path, key_prefix: list[str] | None = No
             upstream=["parameters", "initial_conditions", "rollouts", *(f"features/{f.name}" for f in fams)],
         ),
         *tokenizer.build(exp),
+        # after the last stage, so that its phase in `make demo` comes after every check it reports
+        *reports.build(exp, ["dataset", *(["tokenizer", "tokens"] if cfg.tokenizer is not None else [])]),
     ]
     jobs, schedules = automation.build(exp)
     return dg.Definitions(
         assets=assets,
         jobs=jobs,
         schedules=schedules,
+        sensors=sensors.build(exp),
         resources={
             "storage": SpinlockStorage(
                 home=str(spinlock_home()),
