@@ -18,7 +18,7 @@ from spinlock_core.storage.paths import spinlock_home
 from . import automation, sensors
 from spinlock_core.features.families import enabled_families
 
-from .assets import dataset, features, generation, reports, sampling, simulation, tokenizer
+from .assets import dashboards, dataset, features, generation, reports, sampling, simulation, tokenizer
 from .experiment import Experiment, active_config_path
 from .resources import SpinlockStorage
 
@@ -41,6 +41,7 @@ def build_definitions(config_path: str | Path, key_prefix: list[str] | None = No
             upstream=["parameters", "initial_conditions", "rollouts", *(f"features/{f.name}" for f in fams)],
         ),
         *tokenizer.build(exp),
+        *dashboards.build(exp),
         # after the last stage, so that its phase in `make demo` comes after every check it reports
         *reports.build(exp, ["dataset", *(["tokenizer", "tokens"] if cfg.tokenizer is not None else [])]),
     ]

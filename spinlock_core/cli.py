@@ -11,6 +11,8 @@
                                      train the behavioural tokenizer; prints the metrics summary
     spinlock tokenize CHECKPOINT_DIR DATASET.h5 --out tokens.h5
                                      tokens [N, 3 C] with operator indices and the checkpoint's id
+    spinlock dashboards CHECKPOINT_DIR|DATASET.h5 --out DIR [--dataset D.h5] [--tokens T.h5 ...]
+                                     the PNG dashboards the inputs allow (SPEC 10); one line per PNG
 
 Bad input (a missing file or family, a wrong column count, an invalid config) exits 2 with one
 ``spinlock: error: ...`` line naming it.
@@ -158,6 +160,23 @@ def _tokenize(checkpoint: Path, dataset: Path, out: Path, device: str) -> int:
     return 0
 
 
+def _dashboards(source: Path, out: Path, dataset: Path | None, tokens: list[Path] | None, dpi: float) -> int:
+    from .dashboards import DashboardInputError, render_all
+    from .tokenizer.checkpoint import CheckpointError
+    from .tokenizer.data import TokenizerDataError
+
+    _logging()
+    if not 10 <= dpi <= 600:
+        return _fail(f"--dpi must lie in [10, 600], got {dpi:g}")
+    try:
+        results = render_all(source, out, dataset=dataset, tokens=tokens or None, dpi=dpi)
+    except (DashboardInputError, CheckpointError, TokenizerDataError) as e:
+        return _fail(str(e))
+    for name, r in results.items():
+        sys.stdout.write(f"{r.path}: {name}, {r.size[0]}x{r.size[1]} px, {r.path.stat().st_size / 1024:.0f} KiB\n")
+    return 0
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     """The ``spinlock`` parser and its subcommands (``spinlock_assets.cli`` adds the commands that
     need a Dagster instance, so this library stays Dagster-free)."""
@@ -179,6 +198,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     k.add_argument("dataset", type=Path)
     k.add_argument("--out", type=Path, required=True, help="tokens file to write (HDF5)")
     k.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    d = sub.add_parser("dashboards", help="render the PNG dashboards of a checkpoint or a dataset")
+    d.add_argument("source", type=Path, help="tokenizer checkpoint folder or Spinlock dataset (.h5)")
+    d.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
+    d.add_argument("--dataset", type=Path, default=None, help="dataset for a checkpoint: validation error, "
+                   "measured correlation, tokens and the dataset dashboard")
+    d.add_argument("--tokens", type=Path, nargs="+", default=None, help="tokens file(s) of the checkpoint "
+                   "(default: tokenize the dataset)")
+    d.add_argument("--dpi", type=float, default=100.0)
     return ap, sub
 
 
@@ -192,6 +219,8 @@ def run(a: argparse.Namespace) -> int:
         return _tokenize(a.checkpoint, a.dataset, a.out, a.device)
     if a.command == "inspect":
         return _inspect(a.dataset, a.json)
+    if a.command == "dashboards":
+        return _dashboards(a.source, a.out, a.dataset, a.tokens, a.dpi)
     raise ValueError(f"unknown command {a.command!r}")
 
 

@@ -59,6 +59,24 @@ TINY = {
 }
 
 
+#: a tokenizer small enough to train in seconds on a 96-operator tiny dataset (SUMMARY, TEMPORAL,
+#: ARCHITECTURE): ``TokenizerConfig.model_validate(TINY_TOKENIZER)``
+TINY_TOKENIZER = {
+    "families": {
+        "summary": {"encoder": "IdentityEncoder", "blocks": ["mean"]},
+        "temporal": {"encoder": "TemporalCNNEncoder",
+                     "encoder_params": {"embedding_dim": 6, "architecture": "resnet1d_1", "hidden_channels": 8},
+                     "pretrain": {"steps": 30, "batch_size": 32}},
+        "architecture": {"encoder": "IdentityEncoder"},
+    },
+    "cleaning": {"min_stratum_size": 10},
+    "model": {"num_categories": 4, "group_embedding_dim": 8, "group_hidden_dim": 16, "codebook_scale": 1,
+              "threshold_ema_dead_code": 0.1, "decoder_hidden_dims": [32], "kmeans_init": False},
+    "training": {"batch_size": 32, "max_steps": 60, "warmup_steps": 5, "val_every_steps": 20,
+                 "dead_code_reset_interval": 30, "device": "cpu", "min_val_quality": 0.0, "min_val_utilization": 0.0},
+}
+
+
 def tiny_dict(**overrides) -> dict:
     """A deep copy of the tiny config with dotted-path overrides, e.g. ``{"sampling.total_samples": 8}``."""
     d = copy.deepcopy(TINY)

@@ -13,12 +13,18 @@ from dagster._core.loader import LoadingContextForTest
 PARTITIONED = ("initial_conditions", "rollouts", "features/summary", "features/temporal", "features/architecture")
 
 
+#: the groups the fixture materializes (dashboards and the check report downstream are left out)
+GROUPS = {"sampling", "generation", "features", "dataset"}
+
+
 def _status(defs, instance) -> dict[str, set]:
-    """``{asset: {status per partition}}`` and the root causes' categories."""
+    """``{asset: {status per partition}}`` of the assets in :data:`GROUPS`."""
     graph = defs.resolve_asset_graph()
     resolver = CachingStaleStatusResolver(instance, lambda: graph, LoadingContextForTest(instance))
     out = {}
     for key in graph.get_all_asset_keys():
+        if graph.get(key).group_name not in GROUPS:
+            continue
         pdef = graph.get(key).partitions_def
         pks = pdef.get_partition_keys() if pdef else [None]
         out[key.to_user_string()] = {resolver.get_status(key, pk) for pk in pks}

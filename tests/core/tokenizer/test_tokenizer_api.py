@@ -19,24 +19,11 @@ from spinlock_core.tokenizer.data import FeatureFile, TokenizerDataError
 from spinlock_core.tokenizer.split import validation_mask
 from spinlock_core.tokenizer.tokens_file import read_tokens, write_tokens
 from spinlock_core.tokenizer.train import load_prepared, prepare_tokenizer_input, save_prepared, train_tokenizer
-from tests.conftest import ROOT, build_dataset
+from tests.conftest import ROOT, TINY_TOKENIZER, build_dataset
 
 N = 96
 
-TOKENIZER = {
-    "families": {
-        "summary": {"encoder": "IdentityEncoder", "blocks": ["mean"]},
-        "temporal": {"encoder": "TemporalCNNEncoder",
-                     "encoder_params": {"embedding_dim": 6, "architecture": "resnet1d_1", "hidden_channels": 8},
-                     "pretrain": {"steps": 30, "batch_size": 32}},
-        "architecture": {"encoder": "IdentityEncoder"},
-    },
-    "cleaning": {"min_stratum_size": 10},
-    "model": {"num_categories": 4, "group_embedding_dim": 8, "group_hidden_dim": 16, "codebook_scale": 1,
-              "threshold_ema_dead_code": 0.1, "decoder_hidden_dims": [32], "kmeans_init": False},
-    "training": {"batch_size": 32, "max_steps": 60, "warmup_steps": 5, "val_every_steps": 20,
-                 "dead_code_reset_interval": 30, "device": "cpu", "min_val_quality": 0.0, "min_val_utilization": 0.0},
-}
+TOKENIZER = TINY_TOKENIZER
 
 
 @pytest.fixture(scope="module")
