@@ -190,7 +190,7 @@ def render(data: DashboardData, out_path: Path | str, *, dpi: float = 100) -> Da
             numbers.update(mean_abs_correlation=float(off.mean()), max_abs_correlation=float(off.max()))
         numbers["correlation_rows"] = int(mi.x_ok.shape[0])
         ax.set_title(f"correlation between category centroids, measured on {mi.x_ok.shape[0]} operators of "
-                     f"{Path(mi.dataset).name}\n(centroid: mean of the category's z-scored columns)", fontsize=10)
+                     f"{Path(mi.dataset).name}\n(centroid: mean of the category's sign-aligned z-scored columns)", fontsize=10)
     else:
         note_panel(ax, "no dataset given: the correlation between categories is measured on\nfeature rows, "
                        "so it is not drawn (see the orthogonality numbers below)",
@@ -207,10 +207,10 @@ def render(data: DashboardData, out_path: Path | str, *, dpi: float = 100) -> Da
         f"bits per category: {bits.min():.1f} to {bits.max():.1f} ({bits.sum():.1f} per operator)",
         "",
         "orthogonality (mean |r| between categories):",
-        f"  this panel, plain means, dataset rows:   {fmt(numbers.get('mean_abs_correlation'))}",
-        f"  metrics.json, sign-aligned, validation:  {fmt(m.get('orthogonality'))}",
-        f"  metrics.json, sign-aligned, training:    {fmt(m.get('category_orthogonality_train'))}",
-        f"  target:                                  {fmt(target)}",
+        f"  this panel, every dataset row:  {fmt(numbers.get('mean_abs_correlation'))}",
+        f"  metrics.json, validation:       {fmt(m.get('orthogonality'))}",
+        f"  metrics.json, training:         {fmt(m.get('category_orthogonality_train'))}",
+        f"  target:                         {fmt(target)}",
         "",
         "largest categories:",
         *[f"  cat {k}: {sizes[k]} columns, " + ", ".join(f"{families[i]} {comp[k, i]}" for i in np.flatnonzero(comp[k]))

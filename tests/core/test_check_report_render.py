@@ -174,6 +174,10 @@ def test_write_report_atomic(tmp_path):
     paths = write_report(_records(), out, generated=GENERATED)
     assert {k: p.name for k, p in paths.items()} == REPORT_FILES
     assert sorted(p.name for p in out.iterdir()) == sorted(REPORT_FILES.values())  # no temp files left
+    import os
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~umask for p in paths.values())  # readable like any file
     assert records_from_json(paths["json"].read_text()) == sorted(_records(), key=lambda r: (r.asset, r.check, r.partition or ""))
     assert "nan_inf" in paths["md"].read_text() and "nan_inf" in paths["html"].read_text()
     write_report(_records()[:1], out, generated=GENERATED)  # replaced, not appended
