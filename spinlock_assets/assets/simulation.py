@@ -15,6 +15,7 @@ from ..checks import check_results, check_specs
 from ..experiment import Experiment
 from ..metadata import OWNERS, feature_schema, file_metadata, tags
 from ..resources import SpinlockStorage
+from ..retries import RETRY, bad_input_fails_once
 from ._progress import progress_logger
 
 ROLLOUT_FAMILIES = ("summary", "temporal")
@@ -51,6 +52,7 @@ def build(exp: Experiment) -> list:
         partitions_def=exp.partitions,
         can_subset=True,
         pool="spinlock_rollouts",
+        retry_policy=RETRY,
         description="Roll out the shard's operators and describe each batch of trajectories as it is produced.",
     )
     def simulate(context: AssetExecutionContext, storage: SpinlockStorage):
@@ -62,8 +64,9 @@ def build(exp: Experiment) -> list:
         write_ro = ro_key in selected
         storage.apply_threads()
         context.log.info(f"{context.partition_key}: operators [{start}, {stop}), families {sorted(families) or 'none'}")
-        res = simulate_shard(cfg, paths, shard, families=families, write_rollout_file=write_ro,
-                             device=storage.device or None, progress=progress_logger(context, context.partition_key))
+        with bad_input_fails_once():
+            res = simulate_shard(cfg, paths, shard, families=families, write_rollout_file=write_ro,
+                                 device=storage.device or None, progress=progress_logger(context, context.partition_key))
         sim = res.simulation
         rollout_s = max(sim.seconds_rollout, 1e-9)
         if write_ro:

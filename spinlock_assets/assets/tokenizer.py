@@ -20,6 +20,7 @@ from ..checks import check_results, check_specs
 from ..experiment import Experiment
 from ..metadata import OWNERS, tags
 from ..resources import SpinlockStorage
+from ..retries import RETRY, bad_input_fails_once
 
 __all__ = ["build"]
 
@@ -62,7 +63,7 @@ def build(exp: Experiment) -> list:
 
     @dg.asset(
         key=fm_key, deps=[exp.key("dataset")], group_name="tokenizer", kinds={"numpy", "pytorch"}, code_version=version,
-        owners=OWNERS, tags=tags("tokenizer"),
+        owners=OWNERS, tags=tags("tokenizer"), retry_policy=RETRY,
         description="Tokenizer input (SPEC 8): every family cleaned on the training split, passed through its "
         "encoder (pre-trained and frozen where it has weights), z-scored, and grouped into Ward categories.",
     )
@@ -104,7 +105,7 @@ def build(exp: Experiment) -> list:
 
     @dg.asset(
         key=tok_key, deps=[fm_key], group_name="tokenizer", kinds={"pytorch"}, pool="gpu", check_specs=tok_specs,
-        code_version=version, owners=OWNERS, tags=tags("tokenizer"),
+        code_version=version, owners=OWNERS, tags=tags("tokenizer"), retry_policy=RETRY,
         description="The behavioural tokenizer (SPEC 9): per-category encoders, 3-level residual VQ per category, "
         "shared decoder; the checkpoint folder with metrics.json and training_history.json.",
     )
@@ -117,8 +118,9 @@ def build(exp: Experiment) -> list:
             inp, _ = load_prepared(paths.feature_matrix)
         except CheckpointError as e:
             raise dg.Failure(description=f"{e}; materialize feature_matrix first", allow_retries=False) from None
-        tok, m = train_on_prepared(inp, tcfg, paths.tokenizer, device=_device(storage),
-                                   progress=_training_logger(context), config_path=str(tpath))
+        with bad_input_fails_once():
+            tok, m = train_on_prepared(inp, tcfg, paths.tokenizer, device=_device(storage),
+                                       progress=_training_logger(context), config_path=str(tpath))
         t = m["training"]
         meta = {
             "path": dg.MetadataValue.path(str(tok.folder)),

@@ -15,7 +15,15 @@ import numpy as np
 from .. import __version__
 from ..config.experiment import ExperimentConfig
 from .fingerprints import stage_fingerprint
-from .layout import ATTR_FEATURE_NAMES, LAYOUT_VERSION, PATHS, chunks_for, compression_kwargs, stage_specs
+from .layout import (
+    ATTR_FEATURE_NAMES,
+    LAYOUT_VERSION,
+    PATHS,
+    chunks_for,
+    compression_kwargs,
+    layout_version_problem,
+    stage_specs,
+)
 from .paths import ExperimentPaths, shard_key
 from .shards import StorageError, WriteStats, atomic_h5, check_stage_file, config_fingerprint, open_h5, quarantine_reason
 
@@ -187,11 +195,13 @@ def describe(path: Path | str, *, nan_counts: bool = True) -> dict[str, Any]:
     attributes and, for feature datasets, NaN counts per feature (last axis).
 
     Raises:
-        StorageError: missing, non-HDF5, truncated or foreign (non-Spinlock) file.
+        StorageError: missing, non-HDF5, truncated or foreign (non-Spinlock) file, or one written
+            with a newer layout than this code reads (an older one is described as it is).
     """
     with open_h5(path) as f:
-        if "layout_version" not in f.attrs:
-            raise StorageError(f"{path}: not a Spinlock file (no layout_version attribute)")
+        version = layout_version_problem(f.attrs.get("layout_version"))
+        if version and not version.startswith("written with the older"):  # foreign, unreadable or newer
+            raise StorageError(f"{path}: {version}")
         info: dict[str, Any] = {"path": str(path), "attrs": {k: _attr_value(v) for k, v in f.attrs.items()}, "datasets": []}
         entries: list[tuple[str, h5py.Dataset]] = []
         try:

@@ -43,6 +43,7 @@ __all__ = [
     "chunks_for",
     "encode_strings",
     "PATHS",
+    "layout_version_problem",
 ]
 
 LAYOUT_VERSION = "1.0"
@@ -165,3 +166,30 @@ def encode_strings(values) -> np.ndarray:
     if too_long:
         raise ValueError(f"label too long for the {STRING_DTYPE} string layout: {too_long[0]!r}")
     return arr.astype(STRING_DTYPE)
+
+
+def _version_tuple(v) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(p) for p in str(v.decode() if isinstance(v, bytes) else v).split("."))
+    except (ValueError, AttributeError):
+        return None
+
+
+def layout_version_problem(file_version) -> str | None:
+    """Why a file written with layout ``file_version`` (its ``layout_version`` attribute; None
+    when absent) cannot be read by this code, or None when it can (the same version).
+
+    A newer layout says so and asks for an upgrade: its datasets may have other shapes or
+    meanings, and reading them as this layout would silently misread them.
+    """
+    if file_version is None:
+        return "not a Spinlock file (no layout_version attribute)"
+    got, ours = _version_tuple(file_version), _version_tuple(LAYOUT_VERSION)
+    if got is None:
+        return f"unreadable layout_version {file_version!r}"
+    if got > ours:
+        return (f"written with layout {'.'.join(map(str, got))}, newer than this code reads ({LAYOUT_VERSION}): "
+                "upgrade spinlock to read it")
+    if got < ours:
+        return f"written with the older layout {'.'.join(map(str, got))} (this code writes {LAYOUT_VERSION}): re-materialize it"
+    return None

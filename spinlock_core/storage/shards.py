@@ -24,7 +24,7 @@ import numpy as np
 from .. import __version__
 from ..config.experiment import ExperimentConfig
 from .fingerprints import code_version, noise_generator_name, stage_fingerprint, stage_version
-from .layout import LAYOUT_VERSION, chunks_for, compression_kwargs, stage_specs
+from .layout import LAYOUT_VERSION, chunks_for, compression_kwargs, layout_version_problem, stage_specs
 
 log = logging.getLogger(__name__)
 
@@ -275,8 +275,9 @@ def check_stage_file(
     problems: list[str] = []
     with f:
         a = f.attrs
-        if a.get("layout_version") != LAYOUT_VERSION:
-            problems.append(f"layout_version {a.get('layout_version')!r} != {LAYOUT_VERSION!r}")
+        version = layout_version_problem(a.get("layout_version"))
+        if version:
+            return [version]  # nothing else of a file in another layout can be judged
         if a.get("stage") != stage:
             problems.append(f"stage attribute {a.get('stage')!r} != {stage!r}")
         if a.get("stage_fingerprint") != stage_fingerprint(cfg, stage):

@@ -23,7 +23,7 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from ..features import summary as _summary
-from ..storage.layout import ATTR_FEATURE_NAMES, PATHS, STAGES
+from ..storage.layout import ATTR_FEATURE_NAMES, PATHS, STAGES, layout_version_problem
 from ..storage.shards import StorageError, open_h5
 
 __all__ = ["TokenizerDataError", "FAMILY_PATHS", "SUMMARY_BLOCKS", "FeatureFile"]
@@ -61,6 +61,9 @@ class FeatureFile:
         self._sources = {k: Path(v) for k, v in (sources or {}).items()}
         try:
             with self._open(PATHS.DIVERGED) as f:
+                version = layout_version_problem(f.attrs.get("layout_version"))
+                if version:
+                    raise TokenizerDataError(f"{self.path}: {version}")
                 if PATHS.DIVERGED not in f:
                     raise TokenizerDataError(f"{self.path}: not a consolidated Spinlock dataset (no {PATHS.DIVERGED})")
                 self.n = int(f[PATHS.DIVERGED].shape[0])

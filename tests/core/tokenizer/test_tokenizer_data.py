@@ -66,3 +66,33 @@ def test_missing_family_and_wrong_columns_are_named(dataset, tmp_path):
     meta = ff.metadata()
     assert meta["diverged"].dtype == bool and meta["operator_index"].tolist() == list(range(16))
     assert set(meta["policies"]) <= {"residual", "convex"}
+
+
+def test_files_from_a_newer_layout_are_refused_by_name(dataset, tmp_path):
+    """Every reader (tokenizer, inspect, stage checks) refuses a file written with a newer layout
+    instead of misreading it; an older layout is named too."""
+    import shutil
+
+    from spinlock_core.config.experiment import ExperimentConfig
+    from spinlock_core.storage.dataset import describe
+    from spinlock_core.storage.layout import LAYOUT_VERSION, layout_version_problem
+    from spinlock_core.storage.shards import StorageError, check_stage_file
+
+    major, minor = (int(p) for p in LAYOUT_VERSION.split("."))
+    newer = f"{major + 1}.0"
+    assert layout_version_problem(LAYOUT_VERSION) is None
+    assert "newer than this code reads" in layout_version_problem(newer)
+    assert "no layout_version" in layout_version_problem(None)
+    assert "unreadable" in layout_version_problem("one")
+    assert "older layout 0.9" in layout_version_problem("0.9")
+    p = tmp_path / "future.h5"
+    shutil.copyfile(dataset, p)
+    with h5py.File(p, "a") as f:
+        f.attrs["layout_version"] = newer
+        cfg = ExperimentConfig.model_validate(__import__("json").loads(f.attrs["config"]))
+    msg = f"written with layout {newer}, newer than this code reads \\({LAYOUT_VERSION}\\): upgrade spinlock to read it"
+    with pytest.raises(TokenizerDataError, match=msg):
+        FeatureFile(p)
+    with pytest.raises(StorageError, match=msg):
+        describe(p)
+    assert check_stage_file(p, "rollouts", cfg) == [msg.replace("\\", "")]
