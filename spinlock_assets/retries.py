@@ -27,8 +27,8 @@ BAD_INPUT = (StorageError, ConfigError, TokenizerDataError, CheckpointError)
 
 @contextmanager
 def bad_input_fails_once():
-    """Re-raise the library's input errors as a non-retryable ``dg.Failure`` with their message."""
+    """Re-raise the library's input errors as a non-retryable ``dg.Failure`` with their type and message."""
     try:
         yield
     except BAD_INPUT as e:
-        raise dg.Failure(description=str(e), allow_retries=False) from None
+        raise dg.Failure(description=f"{type(e).__name__}: {e}", allow_retries=False) from None

@@ -25,6 +25,7 @@ def test_bad_input_is_not_retried(write_config, monkeypatch):
     assert not r.success
     assert not _step_events(r, dg.DagsterEventType.STEP_UP_FOR_RETRY)
     failure = _step_events(r, dg.DagsterEventType.STEP_FAILURE)[0]
+    assert "StorageError: " in failure.event_specific_data.error.message
     assert "parameters.h5: file not found" in failure.event_specific_data.error.message
 
 
@@ -62,4 +63,4 @@ def test_policy_and_bad_input_types():
         with retries.bad_input_fails_once():
             raise StorageError("x.h5: file not found")
     except dg.Failure as e:
-        assert e.allow_retries is False and e.description == "x.h5: file not found"
+        assert e.allow_retries is False and e.description == "StorageError: x.h5: file not found"
