@@ -26,23 +26,12 @@ from .figures import (
     table_panel,
     validate_dpi,
 )
+from ..tokenizer.inference import level_reconstructions
 from .loading import DashboardData
 
-__all__ = ["FIGSIZE", "render", "category_reconstruction_error", "level_reconstructions", "utilization_matrix"]
+__all__ = ["FIGSIZE", "render", "category_reconstruction_error", "utilization_matrix"]
 
 FIGSIZE = (20.0, 13.0)
-
-
-def level_reconstructions(model, x: np.ndarray, batch: int = 8192) -> list[np.ndarray]:
-    """Reconstructions ``[N, F]`` from levels {0}, {0, 1}, {0, 1, 2} of ``x [N, F]`` (eval mode)."""
-    import torch
-
-    out: list[list[np.ndarray]] = [[] for _ in range(NUM_LEVELS)]
-    with torch.inference_mode():
-        for i in range(0, x.shape[0], batch):
-            for lv, r in enumerate(model.reconstruct_levels(torch.from_numpy(np.ascontiguousarray(x[i:i + batch])))):
-                out[lv].append(r.numpy())
-    return [np.concatenate(r) if r else np.zeros((0, x.shape[1]), np.float32) for r in out]
 
 
 def category_reconstruction_error(x: np.ndarray, reconstructions, assignment) -> np.ndarray:

@@ -22,6 +22,7 @@ from ..config.tokenizer import NUM_LEVELS, TokenizerConfig
 from . import checkpoint as ck
 from .categories import Categories
 from .data import ArrayFeatures, FeatureFile
+from .inference import tokenize_array
 from .pipeline import FeaturePipeline
 from .pipeline_io import pipeline_fields, read_pipeline, write_pipeline
 
@@ -87,16 +88,7 @@ class Tokenizer:
         Raises:
             TokenizerDataError: a family the checkpoint needs is missing, or its columns differ.
         """
-        import torch
-
-        x = self.features(data, device=device)
-        model = self.model.to(device)
-        out = []
-        with torch.inference_mode():
-            for i in range(0, x.shape[0], batch_size):
-                out.append(model.tokenize(torch.from_numpy(x[i : i + batch_size]).to(device)).cpu().numpy())
-        tokens = np.concatenate(out) if out else np.zeros((0, NUM_LEVELS * self.num_categories), np.int64)
-        return tokens.astype(np.int64)
+        return tokenize_array(self.model, self.features(data, device=device), device=device, batch=batch_size)
 
     # ------------------------------------------------------------------ files
 

@@ -36,6 +36,7 @@ from . import checkpoint as ck
 from .api import Tokenizer
 from .categories import Categories, discover_categories
 from .data import FeatureFile
+from .inference import level_reconstructions, tokenize_array
 from .metrics import compute_tokenizer_metrics
 from .pipeline import PreparedFeatures, fit_feature_pipeline
 from .pipeline_io import MATRIX, pipeline_fields, read_pipeline, write_pipeline
@@ -59,28 +60,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _levels(model, x: np.ndarray, batch: int = 8192) -> tuple[list[np.ndarray], np.ndarray]:
-    """Reconstructions from levels {0}, {0, 1}, {0, 1, 2} and the tokens of ``x [N, F]``, eval mode."""
-    import torch
-
-    model.eval()
-    recs, toks = [[] for _ in range(NUM_LEVELS)], []
-    with torch.inference_mode():
-        for i in range(0, x.shape[0], batch):
-            xb = torch.from_numpy(x[i : i + batch])
-            for lv, r in enumerate(model.reconstruct_levels(xb)):
-                recs[lv].append(r.numpy())
-            toks.append(model.tokenize(xb).numpy())
-    return [np.concatenate(r) for r in recs], np.concatenate(toks)
-
-
 def evaluate_tokenizer(model, x_train, x_val, *, codebook_sizes, ic_types_val, assignment, reliabilities,
                        column_family=None):
     """SPEC 9 metrics of ``model`` (``x_* [N, F]`` float32, the model's input space), and
     ``{family: 1 - MSE over that family's columns}`` on the validation split when
     ``column_family [F]`` is given (else ``{}``)."""
-    levels, tokens_val = _levels(model, x_val)
-    _, tokens_train = _levels(model, x_train)
+    levels = level_reconstructions(model, x_val)
+    tokens_val, tokens_train = tokenize_array(model, x_val), tokenize_array(model, x_train)
     metrics = compute_tokenizer_metrics(
         x_val=x_val, reconstruction_val=levels[-1], level_reconstructions_val=levels, tokens_train=tokens_train,
         tokens_val=tokens_val, codebook_sizes=codebook_sizes, num_levels=NUM_LEVELS, ic_types_val=ic_types_val,

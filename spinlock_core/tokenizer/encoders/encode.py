@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...devices import resolve_device as _resolve
+
 __all__ = ["Chunks", "iter_chunks", "as_rows", "resolve_device", "encode_chunks"]
 
 #: a zero-argument callable returning an iterable of ``[n, F]`` / ``[n, T', F]`` float32 arrays
@@ -35,10 +37,13 @@ def as_rows(chunk, who: str) -> torch.Tensor:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as ``torch.device``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """A ``torch.device`` as given, or a name (``auto``, ``cpu``, ``cuda``) through the project's
+    :func:`spinlock_core.devices.resolve_device`."""
+    if isinstance(device, torch.device):
+        return device
+    if device in ("auto", "cpu", "cuda"):
+        return _resolve(device)
+    return torch.device(device)  # e.g. "cuda:1"
 
 
 def encode_chunks(encoder: nn.Module, chunks: Chunks, *, device: str | torch.device = "cpu",
