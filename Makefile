@@ -11,7 +11,7 @@ export DAGSTER_DISABLE_TELEMETRY := 1
 export MALLOC_MMAP_THRESHOLD_ := 33554432
 export MALLOC_TRIM_THRESHOLD_ := 4294967296
 
-.PHONY: install demo test ui instance bench production-smoke clean
+.PHONY: install demo test ui worker instance bench production-smoke clean
 
 # torch==2.13.0 first: a bare `torch` requirement would pull a multi-GB CUDA build.
 $(BIN)/.installed: pyproject.toml
@@ -22,9 +22,10 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-instance:
-	mkdir -p $(DAGSTER_HOME)
-	cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+# $(DAGSTER_HOME)/dagster.yaml from dagster.yaml + storage chosen by SPINLOCK_PG_URL / SPINLOCK_PG_HOST
+# (else sqlite); regenerated each time unless written by hand (see spinlock_assets/instance.py)
+instance: install
+	$(BIN)/python -m spinlock_assets.instance --dagster-home "$(DAGSTER_HOME)"
 
 demo: install instance
 	$(BIN)/python -m spinlock_assets.materialize
@@ -32,9 +33,18 @@ demo: install instance
 test: install
 	$(BIN)/python -m pytest -q
 
-# the daemon runs 2 runs at a time (dagster.yaml): one torch thread each
+# the webserver and the daemon (schedules, sensors, automation, backfills, the run queue)
 ui: install instance
-	SPINLOCK_THREADS=$${SPINLOCK_THREADS:-1} $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${SPINLOCK_UI_PORT:-3000}
+	$(BIN)/dagster dev -w workspace.yaml -h $${SPINLOCK_UI_HOST:-127.0.0.1} -p $${SPINLOCK_UI_PORT:-3000}
+
+# a Celery worker for the fleet (README "Scale-out"): SPINLOCK_QUEUES=dagster (CPU host) or
+# dagster,gpu (default; one comma-separated -q: a repeated -q keeps only the last queue); the broker
+# is $$SPINLOCK_CELERY_BROKER, the result backend $$SPINLOCK_CELERY_BACKEND (default: the broker)
+worker: install instance
+	@test -n "$$SPINLOCK_CELERY_BROKER" || { echo "set SPINLOCK_CELERY_BROKER (e.g. redis://host:6379/0)" >&2; exit 2; }
+	PATH=$(CURDIR)/$(BIN):$$PATH SPINLOCK_CELERY_BACKEND=$${SPINLOCK_CELERY_BACKEND:-$$SPINLOCK_CELERY_BROKER} \
+	  $(BIN)/dagster-celery worker start -A dagster_celery.app -y deploy/celery/worker.yaml \
+	  -q $${SPINLOCK_QUEUES:-dagster,gpu} -- --concurrency $${SPINLOCK_WORKER_CONCURRENCY:-1}
 
 bench: install
 	$(BIN)/python benchmarks/rollout.py

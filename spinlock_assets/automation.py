@@ -1,22 +1,22 @@
-"""Jobs and schedules (schedules start STOPPED; turn them on in the UI's Automation page)."""
+"""Jobs and the one scheduled rebuild (it starts STOPPED: turn it on in the UI's Automation page).
+
+Day-to-day rebuilds are declarative (:mod:`spinlock_assets.conditions`): changed shards are rebuilt
+and the consolidated assets refresh once their shards have landed. ``weekly_full_rebuild`` is the
+scheduled rebuild of the whole graph, for when something outside the code and config may have
+changed (a library upgrade, a new machine): every Sunday at 02:00 UTC it regenerates every shard, one
+run per partition (the parameters are deterministic and rebuilt by their condition when the
+sampling config or code changes, never concurrently with the shards that read them); with the automation sensor on, ``dataset``,
+``feature_matrix``, ``tokens``, the dashboards and the check report refresh once the last shard has
+landed, and the tokenizer retrains at its weekly tick (05:00 UTC) when its input changed.
+"""
 
 import dagster as dg
 
 from .experiment import Experiment
 
-__all__ = ["build"]
+__all__ = ["build", "FULL_REBUILD_CRON"]
 
-
-def _per_shard_schedule(exp: Experiment, name: str, job, cron: str, description: str):
-    """A schedule that fans out one run per shard partition at each tick."""
-
-    @dg.schedule(name=name, job=job, cron_schedule=cron, execution_timezone="UTC",
-                 default_status=dg.DefaultScheduleStatus.STOPPED, description=description)
-    def _schedule(context: dg.ScheduleEvaluationContext):
-        for key in exp.partitions.get_partition_keys():
-            yield dg.RunRequest(run_key=f"{context.scheduled_execution_time:%Y%m%d}-{key}", partition_key=key)
-
-    return _schedule
+FULL_REBUILD_CRON = "0 2 * * 0"
 
 
 def build(exp: Experiment) -> tuple[list, list]:
@@ -34,14 +34,16 @@ def build(exp: Experiment) -> tuple[list, list]:
     )
     sample = dg.define_asset_job(name("sample_parameters"), selection=dg.AssetSelection.assets(exp.key("parameters")))
     consolidate_job = dg.define_asset_job(name("consolidate_dataset"), selection=dg.AssetSelection.assets(exp.key("dataset")))
-    schedules = [
-        _per_shard_schedule(exp, name("weekly_regeneration"), generate, "0 2 * * 0",
-                            "Re-generate every shard weekly (one run per partition)."),
-        _per_shard_schedule(exp, name("nightly_feature_rebuild"), rebuild_features, "0 1 * * *",
-                            "Re-extract features for every shard nightly (after a feature-code change)."),
-        dg.ScheduleDefinition(
-            name=name("nightly_consolidation"), job=consolidate_job, cron_schedule="0 4 * * *", execution_timezone="UTC",
-            default_status=dg.DefaultScheduleStatus.STOPPED, description="Rebuild the consolidated dataset file nightly.",
-        ),
-    ]
-    return [generate, rebuild_features, sample, consolidate_job], schedules
+
+    @dg.schedule(
+        name=name("weekly_full_rebuild"), target=dg.AssetSelection.assets(*shard_keys),
+        cron_schedule=FULL_REBUILD_CRON, execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="Regenerate every shard (one run per partition); the automation "
+        "sensor refreshes dataset, feature_matrix, tokens, dashboards and the check report after the last shard.",
+    )
+    def weekly_full_rebuild(context: dg.ScheduleEvaluationContext):
+        day = f"{context.scheduled_execution_time:%Y%m%d}"
+        for key in exp.partitions.get_partition_keys():
+            yield dg.RunRequest(run_key=f"{day}-{key}", partition_key=key, asset_selection=shard_keys)
+
+    return [generate, rebuild_features, sample, consolidate_job], [weekly_full_rebuild]

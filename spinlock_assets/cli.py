@@ -7,6 +7,18 @@
                     failed, 1 when one has (listed on stderr), 2 on bad input (no
                     DAGSTER_HOME, an invalid config)
 
+    spinlock instance [--write [--force]] [--check] [--migrate]
+                    which storage $DAGSTER_HOME/dagster.yaml uses (sqlite folder or PostgreSQL
+                    user@host:port/db, never the password); --write renders it from the
+                    environment first (SPINLOCK_PG_*, SPINLOCK_COMPUTE_LOGS), --check opens the
+                    instance and counts its runs, --migrate upgrades its schema
+
+    spinlock backfill [--missing-failed] [--dry-run]
+                    launch a backfill of the shard assets (the generate_shards job) of the active
+                    experiment through `dagster job backfill`: every shard, or only those with a
+                    shard asset missing or failed in the instance at $DAGSTER_HOME; the daemon
+                    runs it, one run per shard
+
 Every other command is :mod:`spinlock_core.cli`'s; ``spinlock_core`` stays free of Dagster.
 """
 
@@ -78,9 +90,25 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, required=True, help="folder for check_report.md, .html and .json")
     r.add_argument("--config", type=Path, default=None,
                    help="experiment config (default $SPINLOCK_CONFIG, else configs/experiments/demo.yaml)")
+    i = sub.add_parser("instance", help="show (and write, check, migrate) the Dagster instance's storage")
+    i.add_argument("--write", action="store_true", help="render $DAGSTER_HOME/dagster.yaml from the environment")
+    i.add_argument("--force", action="store_true", help="with --write: also replace a hand-written file (kept as .bak)")
+    i.add_argument("--check", action="store_true", help="open the instance and count its runs")
+    i.add_argument("--migrate", action="store_true", help="upgrade the storage schema (dagster instance migrate)")
+    b = sub.add_parser("backfill", help="backfill the shard assets of every shard, or only missing and failed ones")
+    b.add_argument("--missing-failed", action="store_true", help="only shards with a shard asset missing or failed")
+    b.add_argument("--dry-run", action="store_true", help="print the shards and the dagster command, launch nothing")
     a = ap.parse_args(argv)
     if a.command == "report":
         return _report(a.out, a.config)
+    if a.command == "instance":
+        from . import instance
+
+        return instance.run_cli(write=a.write, force=a.force, check=a.check, migrate=a.migrate)
+    if a.command == "backfill":
+        from . import backfill
+
+        return backfill.run_cli(missing_or_failed=a.missing_failed, dry_run=a.dry_run)
     return core_cli.run(a)
 
 

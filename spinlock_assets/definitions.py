@@ -7,7 +7,6 @@ experiment.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -15,12 +14,13 @@ import dagster as dg
 from spinlock_core.config import load_experiment
 from spinlock_core.storage.paths import spinlock_home
 
-from . import automation, sensors
+from . import automation, integrity, sensors
 from spinlock_core.features.families import enabled_families
 
 from .assets import dashboards, dataset, features, generation, reports, sampling, simulation, tokenizer
 from .experiment import Experiment, active_config_path
-from .resources import SpinlockStorage
+from .executors import spinlock_executor
+from .resources import ComputeResource, SpinlockStorage
 
 __all__ = ["build_definitions", "defs"]
 
@@ -46,19 +46,20 @@ def build_definitions(config_path: str | Path, key_prefix: list[str] | None = No
         *reports.build(exp, ["dataset", *(["tokenizer", "tokens"] if cfg.tokenizer is not None else [])]),
     ]
     jobs, schedules = automation.build(exp)
+    integrity_checks, integrity_jobs = integrity.build(exp)
     return dg.Definitions(
         assets=assets,
-        jobs=jobs,
+        asset_checks=integrity_checks,
+        jobs=[*jobs, *integrity_jobs],
         schedules=schedules,
         sensors=sensors.build(exp),
         resources={
-            "storage": SpinlockStorage(
-                home=str(spinlock_home()),
-                device=os.environ.get("SPINLOCK_DEVICE", ""),
-                threads=int(os.environ.get("SPINLOCK_THREADS") or 0),
-            )
+            "storage": SpinlockStorage(home=str(spinlock_home())),
+            # the device and threads of a run: the launchpad's resources.compute.config
+            "compute": ComputeResource(),
         },
-        executor=dg.in_process_executor,
+        # per run: in_process (default of the demo), multiprocess, celery or k8s (executors.py)
+        executor=spinlock_executor(cfg.orchestration),
     )
 
 

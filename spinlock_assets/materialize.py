@@ -11,7 +11,6 @@ dataset file is. ``make demo`` runs this.
 import argparse
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from spinlock_core.storage.paths import spinlock_home
 
 from .experiment import PROJECT_ROOT, active_config_path
+from .instance import InstanceConfigError, write_instance
 
 log = logging.getLogger("spinlock.materialize")
 
@@ -28,12 +28,14 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4
 
 def instance_env() -> dict[str, str]:
     """Environment for Dagster commands: ``DAGSTER_HOME`` under ``$SPINLOCK_HOME`` (created, with
-    this repo's ``dagster.yaml``), telemetry off, the allocator setting that avoids mmap churn."""
+    ``dagster.yaml`` from :func:`.instance.write_instance`), telemetry off, the allocator setting
+    that avoids mmap churn."""
     home = spinlock_home()
     dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster")
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    if not (dagster_home / "dagster.yaml").exists():
-        shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    try:  # storage from SPINLOCK_PG_* (else sqlite); a hand-written dagster.yaml is kept
+        write_instance(dagster_home)
+    except InstanceConfigError as e:
+        raise SystemExit(f"dagster.yaml: {e}") from None
     env = dict(os.environ)
     env.update({"SPINLOCK_HOME": str(home), "DAGSTER_HOME": str(dagster_home), "DAGSTER_DISABLE_TELEMETRY": "1"})
     for k, v in MALLOC_ENV.items():

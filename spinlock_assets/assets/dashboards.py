@@ -20,9 +20,10 @@ from spinlock_core.dashboards import (
     thumbnail_data_uri,
 )
 
+from ..conditions import REFRESH
 from ..experiment import Experiment
 from ..metadata import OWNERS, file_metadata, tags
-from ..resources import SpinlockStorage
+from ..resources import ComputeResource, SpinlockStorage
 
 __all__ = ["build", "dashboard_metadata", "DESCRIPTIONS"]
 
@@ -65,11 +66,11 @@ def _dashboard_asset(exp: Experiment, name: str, deps: list, load):
     key = exp.key(f"dashboards/{name}")
 
     @dg.asset(
-        key=key, deps=deps, group_name="dashboards", kinds={"matplotlib"}, owners=OWNERS,
+        key=key, deps=deps, group_name="dashboards", kinds={"matplotlib"}, owners=OWNERS, automation_condition=REFRESH,
         tags=tags("dashboards", dashboard=name), description=DESCRIPTIONS[name],
     )
-    def _asset(context: AssetExecutionContext, storage: SpinlockStorage) -> dg.MaterializeResult:
-        storage.apply_threads()
+    def _asset(context: AssetExecutionContext, storage: SpinlockStorage, compute: ComputeResource) -> dg.MaterializeResult:
+        compute.apply_threads()
         paths = storage.paths(exp.cfg)
         try:
             data = load(paths)

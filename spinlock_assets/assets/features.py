@@ -9,6 +9,7 @@ from spinlock_core.storage.fingerprints import code_version
 from spinlock_core.storage.paths import parse_shard_key
 
 from ..checks import check_results, check_specs
+from ..conditions import SHARD
 from ..experiment import Experiment
 from ..metadata import OWNERS, feature_schema, file_metadata, tags
 from ..resources import SpinlockStorage
@@ -30,6 +31,7 @@ def _family_asset(exp: Experiment, family: str):
         partitions_def=exp.partitions,
         deps=[exp.key(d) for d in _DEPS[family]],
         group_name="features",
+        automation_condition=SHARD,
         kinds={"numpy", "hdf5"},
         check_specs=check_specs(fam.stage, key, exp.partitions),
         code_version=code_version(cfg, fam.stage),

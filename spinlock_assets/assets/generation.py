@@ -11,6 +11,7 @@ from spinlock_core.storage.fingerprints import code_version
 from spinlock_core.storage.paths import parse_shard_key
 
 from ..checks import check_results, check_specs
+from ..conditions import SHARD
 from ..experiment import Experiment
 from ..metadata import OWNERS, file_metadata, tags
 from ..resources import SpinlockStorage
@@ -25,6 +26,7 @@ def build(exp: Experiment) -> list:
         partitions_def=exp.partitions,
         deps=[par_key],
         group_name="generation",
+        automation_condition=SHARD,
         kinds={"numpy", "hdf5"},
         check_specs=check_specs("initial_conditions", ic_key, exp.partitions),
         code_version=code_version(cfg, "initial_conditions"),

@@ -11,6 +11,7 @@ from dagster import AssetExecutionContext
 
 from spinlock_core.validation.check_report import failed_blocking, render_summary_markdown, summarize, write_report
 
+from ..conditions import REFRESH
 from ..experiment import Experiment
 from ..metadata import OWNERS, tags
 from ..reports import gather_check_results
@@ -54,6 +55,7 @@ def build(exp: Experiment, upstream_keys: list) -> list:
         key=key,
         deps=deps,
         group_name="reports",
+        automation_condition=REFRESH,
         kinds={"html", "json", "markdown"},
         owners=OWNERS, tags=tags("reports"),
         description="The latest result of every asset check for every shard (passed, failed or not run), with "

@@ -7,6 +7,7 @@ from spinlock_core.generation import write_parameters
 from spinlock_core.storage.fingerprints import code_version
 
 from ..checks import check_results, check_specs
+from ..conditions import PARAMETERS
 from ..experiment import Experiment
 from ..metadata import OWNERS, file_metadata, parameter_schema, tags
 from ..resources import SpinlockStorage
@@ -19,6 +20,7 @@ def build(exp: Experiment) -> list:
     @dg.asset(
         key=key,
         group_name="sampling",
+        automation_condition=PARAMETERS,
         kinds={"numpy", "hdf5"},
         check_specs=check_specs("parameters", key),
         code_version=code_version(cfg, "parameters"),

@@ -12,9 +12,11 @@ from spinlock_core.storage.fingerprints import code_version
 from spinlock_core.storage.paths import parse_shard_key
 
 from ..checks import check_results, check_specs
+from ..conditions import SHARD
 from ..experiment import Experiment
 from ..metadata import OWNERS, feature_schema, file_metadata, tags
-from ..resources import SpinlockStorage
+from ..executors import GPU_QUEUE_TAGS
+from ..resources import ComputeResource, SpinlockStorage
 from ..retries import RETRY, bad_input_fails_once
 from ._progress import progress_logger
 
@@ -27,13 +29,14 @@ def build(exp: Experiment) -> list:
     fam_keys = {f: exp.key(f"features/{f}") for f in ROLLOUT_FAMILIES if FAMILIES[f].enabled(cfg)}
     specs = [
         dg.AssetSpec(ro_key, deps=[exp.key("parameters"), exp.key("initial_conditions")], group_name="generation",
-                     kinds={"pytorch", "hdf5"}, skippable=True, code_version=code_version(cfg, "rollouts"),
+                     kinds={"pytorch", "hdf5"}, skippable=True, code_version=code_version(cfg, "rollouts"), automation_condition=SHARD,
                      owners=OWNERS, tags=tags("generation"),
                      description="Stochastic rollouts [M, T, C, H, W] of every operator of the shard: divergence flags and "
                      "operator metadata (trajectories kept only with dataset.storage.store_trajectories)."),
         *[
             dg.AssetSpec(k, deps=[exp.key("parameters"), exp.key("initial_conditions")], group_name="features",
                          kinds={"pytorch", "hdf5"}, skippable=True, code_version=code_version(cfg, FAMILIES[f].stage),
+                         automation_condition=SHARD,
                          owners=OWNERS, tags=tags("features", family=f), metadata=feature_schema(cfg, f),
                          description=f"{f.upper()} features, extracted batch by batch inside the rollout loop "
                          f"({', '.join(FAMILIES[f].datasets(cfg))}).")
@@ -51,22 +54,23 @@ def build(exp: Experiment) -> list:
         check_specs=specs_of_checks,
         partitions_def=exp.partitions,
         can_subset=True,
-        pool="spinlock_rollouts",
+        pool="gpu",
+        op_tags=GPU_QUEUE_TAGS,
         retry_policy=RETRY,
         description="Roll out the shard's operators and describe each batch of trajectories as it is produced.",
     )
-    def simulate(context: AssetExecutionContext, storage: SpinlockStorage):
+    def simulate(context: AssetExecutionContext, storage: SpinlockStorage, compute: ComputeResource):
         shard = parse_shard_key(context.partition_key)
         start, stop = cfg.shard_range(shard)
         paths = storage.paths(cfg)
         selected = context.selected_asset_keys
         families = {f for f, k in fam_keys.items() if k in selected}
         write_ro = ro_key in selected
-        storage.apply_threads()
+        compute.apply_threads()
         context.log.info(f"{context.partition_key}: operators [{start}, {stop}), families {sorted(families) or 'none'}")
         with bad_input_fails_once():
             res = simulate_shard(cfg, paths, shard, families=families, write_rollout_file=write_ro,
-                                 device=storage.device or None, progress=progress_logger(context, context.partition_key))
+                                 device=compute.torch_device(), progress=progress_logger(context, context.partition_key))
         sim = res.simulation
         rollout_s = max(sim.seconds_rollout, 1e-9)
         if write_ro:

@@ -17,9 +17,11 @@ from spinlock_core.tokenizer.data import TokenizerDataError
 from spinlock_core.validation.tokenizer_checks import tokenizer_checks, tokens_checks
 
 from ..checks import check_results, check_specs
+from ..conditions import REFRESH, TOKENIZER
 from ..experiment import Experiment
 from ..metadata import OWNERS, tags
-from ..resources import SpinlockStorage
+from ..executors import GPU_QUEUE_TAGS
+from ..resources import ComputeResource, SpinlockStorage
 from ..retries import RETRY, bad_input_fails_once
 
 __all__ = ["build"]
@@ -47,10 +49,6 @@ def _md_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _device(storage: SpinlockStorage) -> str | None:
-    return storage.device or None
-
-
 def build(exp: Experiment) -> list:
     cfg = exp.cfg
     if cfg.tokenizer is None:
@@ -62,18 +60,19 @@ def build(exp: Experiment) -> list:
     version = tokenizer_code_version(tcfg)
 
     @dg.asset(
-        key=fm_key, deps=[exp.key("dataset")], group_name="tokenizer", kinds={"numpy", "pytorch"}, code_version=version,
-        owners=OWNERS, tags=tags("tokenizer"), retry_policy=RETRY,
+        key=fm_key, deps=[exp.key("dataset")], group_name="tokenizer", automation_condition=REFRESH, kinds={"numpy", "pytorch"}, code_version=version,
+        owners=OWNERS, tags=tags("tokenizer"), retry_policy=RETRY, pool="gpu", op_tags=GPU_QUEUE_TAGS,
         description="Tokenizer input (SPEC 8): every family cleaned on the training split, passed through its "
         "encoder (pre-trained and frozen where it has weights), z-scored, and grouped into Ward categories.",
     )
-    def feature_matrix(context: AssetExecutionContext, storage: SpinlockStorage) -> dg.MaterializeResult:
+    def feature_matrix(context: AssetExecutionContext, storage: SpinlockStorage,
+                       compute: ComputeResource) -> dg.MaterializeResult:
         from spinlock_core.tokenizer.train import prepare_tokenizer_input, save_prepared
 
-        storage.apply_threads()
+        compute.apply_threads()
         paths = storage.paths(cfg)
         try:
-            inp = prepare_tokenizer_input(paths.dataset, tcfg, device=_device(storage),
+            inp = prepare_tokenizer_input(paths.dataset, tcfg, device=compute.torch_device(),
                                           progress=_training_logger(context))
         except TokenizerDataError as e:
             raise dg.Failure(description=str(e), allow_retries=False) from None
@@ -104,22 +103,22 @@ def build(exp: Experiment) -> list:
     tok_specs = check_specs("tokenizer", tok_key)
 
     @dg.asset(
-        key=tok_key, deps=[fm_key], group_name="tokenizer", kinds={"pytorch"}, pool="gpu", check_specs=tok_specs,
+        key=tok_key, deps=[fm_key], group_name="tokenizer", automation_condition=TOKENIZER, kinds={"pytorch"}, pool="gpu", op_tags=GPU_QUEUE_TAGS, check_specs=tok_specs,
         code_version=version, owners=OWNERS, tags=tags("tokenizer"), retry_policy=RETRY,
         description="The behavioural tokenizer (SPEC 9): per-category encoders, 3-level residual VQ per category, "
         "shared decoder; the checkpoint folder with metrics.json and training_history.json.",
     )
-    def tokenizer(context: AssetExecutionContext, storage: SpinlockStorage) -> dg.MaterializeResult:
+    def tokenizer(context: AssetExecutionContext, storage: SpinlockStorage, compute: ComputeResource) -> dg.MaterializeResult:
         from spinlock_core.tokenizer.train import load_prepared, train_on_prepared
 
-        storage.apply_threads()
+        compute.apply_threads()
         paths = storage.paths(cfg)
         try:
             inp, _ = load_prepared(paths.feature_matrix)
         except CheckpointError as e:
             raise dg.Failure(description=f"{e}; materialize feature_matrix first", allow_retries=False) from None
         with bad_input_fails_once():
-            tok, m = train_on_prepared(inp, tcfg, paths.tokenizer, device=_device(storage),
+            tok, m = train_on_prepared(inp, tcfg, paths.tokenizer, device=compute.torch_device(),
                                        progress=_training_logger(context), config_path=str(tpath))
         t = m["training"]
         meta = {
@@ -141,19 +140,19 @@ def build(exp: Experiment) -> list:
         return dg.MaterializeResult(metadata=meta, check_results=check_results(tokenizer_checks(m), tok_key))
 
     @dg.asset(
-        key=tokens_key, partitions_def=exp.partitions, group_name="tokenizer", kinds={"hdf5"}, code_version=version,
+        key=tokens_key, partitions_def=exp.partitions, group_name="tokenizer", automation_condition=REFRESH, kinds={"hdf5"}, code_version=version,
         owners=OWNERS, tags=tags("tokenizer"),
         deps=[tok_key, exp.key("rollouts"), exp.key("initial_conditions"), *exp.feature_keys],
         check_specs=check_specs("tokens", tokens_key, exp.partitions),
         description="Tokens of one shard: [n, 3 x categories] int64, category-major and level-minor, with the "
         "operator indices and the checkpoint's id.",
     )
-    def tokens(context: AssetExecutionContext, storage: SpinlockStorage) -> dg.MaterializeResult:
+    def tokens(context: AssetExecutionContext, storage: SpinlockStorage, compute: ComputeResource) -> dg.MaterializeResult:
         from spinlock_core.tokenizer.api import Tokenizer
         from spinlock_core.tokenizer.data import FeatureFile
         from spinlock_core.tokenizer.tokens_file import write_tokens
 
-        storage.apply_threads()
+        compute.apply_threads()
         paths = storage.paths(cfg)
         shard = parse_shard_key(context.partition_key)
         t0 = time.perf_counter()

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
+from .orchestration import OrchestrationConfig
 from .ic_variants import variant_problems
 from .parameter_rules import grid_size_problem
 from .parameters import PARAMETER_GROUPS, ParameterSpace
@@ -320,6 +321,7 @@ class ExperimentConfig(BaseModel):
     dataset: DatasetConfig
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     tokenizer: TokenizerRef | None = None
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
 
     @field_validator("tokenizer", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ import numpy as np
 from .. import __version__
 from ..config.experiment import ExperimentConfig
 from .fingerprints import stage_fingerprint
+from .integrity import ATTR_DIGESTS, Digest, array_digest, read_digests, verify_stage_file
 from .layout import (
     ATTR_FEATURE_NAMES,
     LAYOUT_VERSION,
@@ -52,16 +53,25 @@ class ConsolidateResult:
     quarantined: bool
 
 
-def shard_problems(cfg: ExperimentConfig, paths: ExperimentPaths, stages: list[str]) -> list[str]:
+def shard_problems(
+    cfg: ExperimentConfig, paths: ExperimentPaths, stages: list[str], *, verify_data: bool = True
+) -> list[str]:
     """Why the shards of ``stages`` (and the parameters file) cannot be consolidated now: one line
-    per missing, quarantined or stale (other config or code version) file, naming the partition
-    and its asset. Empty when every file is present and current."""
+    per missing, quarantined, stale (other config or code version) or corrupt file, naming the
+    partition, its asset and the file. Empty when every file is present, current and intact.
+
+    ``verify_data`` (default) reads every file in full and compares each dataset with its
+    SHA-256 digest (:func:`~spinlock_core.storage.integrity.verify_stage_file`); without it only
+    attributes, shapes and dtypes are checked (:func:`check_stage_file`), for a caller that
+    verifies while reading the data anyway (:func:`consolidate`).
+    """
+    check = verify_stage_file if verify_data else check_stage_file
     problems = []
     if not paths.parameters.exists():
         q = quarantine_reason(paths.quarantined_parameters)
         problems.append(f"parameters: {'quarantined: ' + q if q else 'missing: materialize parameters'}")
     else:
-        pp = check_stage_file(paths.parameters, "parameters", cfg)
+        pp = check(paths.parameters, "parameters", cfg)
         if pp:
             problems.append(f"parameters ({paths.parameters}): {'; '.join(pp)}")
     for stage in stages:
@@ -76,7 +86,7 @@ def shard_problems(cfg: ExperimentConfig, paths: ExperimentPaths, stages: list[s
                 q = quarantine_reason(paths.quarantined_shard(stage, shard))
                 problems.append(f"{label}: quarantined: {q}" if q else f"{label}: missing (materialize partition {shard_key(shard)})")
                 continue
-            bad = check_stage_file(p, stage, cfg, start=start, stop=stop)
+            bad = check(p, stage, cfg, start=start, stop=stop)
             if bad:
                 problems.append(f"{label} ({p}): {'; '.join(bad)}")
     return problems
@@ -92,25 +102,44 @@ def consolidate(
     """Concatenate the parameters file and every shard of ``stages`` into ``paths.dataset``.
 
     Every shard must be present, not quarantined and current (:func:`shard_problems`); otherwise
-    nothing is written and the :class:`StorageError` names every offending shard. The dataset
-    checks (IC type, family and policy balance over all operators: blocking; divergence) run
-    before the write; a failed blocking check sends the file to quarantine and clears
-    ``paths.dataset``. Attributes: the config (JSON), sampling metrics, creation time, code and
-    layout versions, the stage fingerprint; dataset attributes (``feature_names``,
-    ``version``) are carried over from the shards.
+    nothing is written and the :class:`StorageError` names every offending shard. Every dataset
+    read from a shard is compared with the shard's SHA-256 digest while it is copied: a corrupt
+    shard raises :class:`StorageError` naming the file and dataset, and the file being written is
+    removed (the write is atomic: ``paths.dataset`` is either the previous complete file or the
+    new complete one, never a partial one). The dataset checks (IC type, family and policy
+    balance over all operators: blocking; divergence) run before the write; a failed blocking
+    check sends the file to quarantine and clears ``paths.dataset``. Attributes: the config
+    (JSON), sampling metrics, code and layout versions, the stage fingerprint, and ``sha256``
+    (every dataset's digest, :mod:`~spinlock_core.storage.integrity`); no timestamp, so the same
+    shards give the same bytes. Dataset attributes (``feature_names``, ``version``) are carried
+    over from the shards.
     """
     from ..validation import dataset_checks
 
-    problems = shard_problems(cfg, paths, stages)
+    problems = shard_problems(cfg, paths, stages, verify_data=False)  # data verified while copying below
     if problems:
         raise StorageError(f"cannot consolidate {paths.dataset}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
     files = {stage: [paths.shard(stage, shard) for shard in range(cfg.num_shards)] for stage in stages}
+
+    def read(p: Path, f: h5py.File, name: str) -> np.ndarray:
+        """``f[name]`` in full, checked against the file's digest."""
+        try:
+            data = f[name][()]
+        except (OSError, RuntimeError, ValueError) as e:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise StorageError(f"cannot consolidate {paths.dataset}: {p}: {name} cannot be read, corrupt data ({reason}); "
+                               "re-materialize it") from None
+        want = (read_digests(f) or {}).get(name)
+        if want is None or array_digest(data) != want:
+            what = "has no SHA-256 digest recorded" if want is None else "does not match its SHA-256 digest (corrupt data)"
+            raise StorageError(f"cannot consolidate {paths.dataset}: {p}: {name} {what}; re-materialize it")
+        return data
 
     def gather(stage: str, path: str) -> np.ndarray:
         parts = []
         for p in files[stage]:
             with open_h5(p) as sf:
-                parts.append(sf[path][()])
+                parts.append(read(p, sf, path))
         return np.concatenate(parts)
 
     ic = gather("initial_conditions", PATHS.IC_TYPES) if "initial_conditions" in stages else None
@@ -124,19 +153,23 @@ def consolidate(
     n = cfg.sampling.total_samples
     filters = compression_kwargs(cfg)
     t0 = time.perf_counter()
+    digests: dict[str, str] = {}
     with atomic_h5(target) as out:
         with open_h5(paths.parameters) as pf:
             for k, v in pf.attrs.items():
                 if k.startswith("sampling_") or k in ("parameter_names", "noise_generator"):
                     out.attrs[k] = v
-            out.create_dataset("parameters/params", data=pf["parameters/params"][()], **_kw(filters, (n, cfg.parameter_space.dim), cfg))
-            for k, v in pf["parameters/params"].attrs.items():
-                out["parameters/params"].attrs[k] = v
+            params = read(paths.parameters, pf, PATHS.PARAMS)
+            out.create_dataset(PATHS.PARAMS, data=params, track_times=False, **_kw(filters, (n, cfg.parameter_space.dim), cfg))
+            digests[PATHS.PARAMS] = array_digest(params)
+            for k, v in pf[PATHS.PARAMS].attrs.items():
+                out[PATHS.PARAMS].attrs[k] = v
         for stage in stages:
             for spec in stage_specs(stage, cfg):
                 shape = spec.shape(cfg, n)
                 kw = _kw(filters, shape, cfg) if spec.compress else {}
-                ds = out.create_dataset(spec.path, shape=shape, dtype=spec.dtype, **kw)
+                ds = out.create_dataset(spec.path, shape=shape, dtype=spec.dtype, track_times=False, **kw)
+                digest = Digest(shape, spec.dtype)  # the shards' bytes in order are the dataset's bytes
                 offset = 0
                 for p in files[stage]:
                     with open_h5(p) as sf:
@@ -144,9 +177,13 @@ def consolidate(
                         if offset == 0:
                             for k, v in src.attrs.items():
                                 ds.attrs[k] = v
-                        ds[offset : offset + len(src)] = src[()]
-                        offset += len(src)
+                        data = read(p, sf, spec.path)
+                        ds[offset : offset + len(data)] = data
+                        digest.update(data)
+                        offset += len(data)
                 assert offset == n, (spec.path, offset, n)
+                digests[spec.path] = digest.hexdigest()
+        out.attrs[ATTR_DIGESTS] = json.dumps(digests, sort_keys=True)
         out.attrs["layout_version"] = LAYOUT_VERSION
         out.attrs["stage"] = "dataset"
         out.attrs["experiment"] = cfg.metadata.name
@@ -154,7 +191,6 @@ def consolidate(
         out.attrs["config_fingerprint"] = config_fingerprint(cfg)
         out.attrs["stage_fingerprint"] = stage_fingerprint(cfg, "dataset", upstream=("parameters", *stages))
         out.attrs["code_version"] = __version__
-        out.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         out.attrs["n"] = n
         out.attrs["stages"] = json.dumps(stages)
         out.attrs["checks"] = json.dumps([c.as_dict() for c in checks], default=str)
@@ -175,7 +211,7 @@ def consolidate(
 def _kw(filters: dict, shape: tuple[int, ...], cfg: ExperimentConfig) -> dict:
     if shape[0] == 0:
         return {}
-    return {**filters, "chunks": chunks_for(shape, cfg)}
+    return {**filters, "chunks": chunks_for(shape, cfg), "fletcher32": True}
 
 
 def _attr_value(v):

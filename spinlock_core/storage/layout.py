@@ -20,6 +20,9 @@ Consolidated layout (the seed's, plus ``metadata/diverged``)::
     metadata/noise_regimes                        [N]                 |S
     metadata/diverged                             [N]                 bool
     metadata/operator_index                       [N]                 int64
+
+Every file also has the root attribute ``sha256``: JSON ``{dataset path: hex SHA-256}`` of each
+dataset's content (:mod:`spinlock_core.storage.integrity`); chunked datasets use ``fletcher32``.
 """
 
 from __future__ import annotations
@@ -46,7 +49,12 @@ __all__ = [
     "layout_version_problem",
 ]
 
-LAYOUT_VERSION = "1.0"
+#: Bump when a file of the previous version must not be read as this one (readers then ask for a
+#: re-materialization, :func:`layout_version_problem`).
+#: 1.1: a ``sha256`` root attribute (JSON ``{dataset path: digest}``, :mod:`.integrity`) is required,
+#: chunked datasets carry ``fletcher32``, and no ``created`` timestamp is written (files are
+#: byte-deterministic).
+LAYOUT_VERSION = "1.1"
 STRING_DTYPE = np.dtype("S40")
 ATTR_FEATURE_NAMES = "feature_names"
 ATTR_VERSION = "version"

@@ -1,9 +1,18 @@
 """Write and check HDF5 shard files (one per stage and partition), atomically, gated by checks.
 
-A file is written under a temporary name in the same folder and renamed when complete, so a reader
-never sees half a file and a failed write leaves nothing behind. :func:`commit_stage_file` runs
-the stage's blocking checks on the in-memory arrays first: a write that fails one goes to the
-stage's quarantine path instead (for inspection), and the reader path is left empty.
+A file is written under a temporary name in the same folder (``<name>.tmp-<host>-<pid>``), flushed
+to disk and renamed when complete, so a reader never sees half a file and a failed write leaves
+nothing behind. A writer killed outright (SIGKILL, OOM) leaves its temporary file; nothing reads
+those, and the next write of the same path removes the ones whose writer process on this host is
+gone (:func:`remove_stale_temp_files`). :func:`commit_stage_file` runs the stage's blocking checks
+on the in-memory arrays first: a write that fails one goes to the stage's quarantine path instead
+(for inspection), and the reader path is left empty.
+
+Files are byte-for-byte deterministic: the same config and code write the same bytes (no
+timestamps: HDF5 object times are off and no ``created`` attribute is written, Dagster records when
+a materialization ran). Each file records a SHA-256 of every dataset's content in its ``sha256``
+attribute and chunked datasets carry the ``fletcher32`` checksum filter
+(:mod:`spinlock_core.storage.integrity`).
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ import hashlib
 import json
 import logging
 import os
+import re
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +35,7 @@ import numpy as np
 from .. import __version__
 from ..config.experiment import ExperimentConfig
 from .fingerprints import code_version, noise_generator_name, stage_fingerprint, stage_version
+from .integrity import ATTR_DIGESTS, array_digest, read_digests
 from .layout import LAYOUT_VERSION, chunks_for, compression_kwargs, layout_version_problem, stage_specs
 
 log = logging.getLogger(__name__)
@@ -34,6 +46,7 @@ __all__ = [
     "CommitResult",
     "config_fingerprint",
     "atomic_h5",
+    "remove_stale_temp_files",
     "write_stage_file",
     "commit_stage_file",
     "read_stage_file",
@@ -56,8 +69,10 @@ class WriteStats:
 
 def config_fingerprint(cfg: ExperimentConfig) -> str:
     """Short SHA-256 of the whole validated config (informational; files are matched to a config
-    by their stage fingerprint, see :mod:`spinlock_core.storage.fingerprints`)."""
-    return hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16]
+    by their stage fingerprint, see :mod:`spinlock_core.storage.fingerprints`). ``orchestration``
+    (how a deployment runs the steps) is left out: the same experiment run in-process or on a
+    Celery fleet writes the same bytes."""
+    return hashlib.sha256(cfg.model_dump_json(exclude={"orchestration"}).encode()).hexdigest()[:16]
 
 
 def _ensure_writable_dir(folder: Path) -> None:
@@ -69,21 +84,89 @@ def _ensure_writable_dir(folder: Path) -> None:
         raise StorageError(f"{folder}: output folder is not writable")
 
 
+#: this host's name as it appears in temporary file names (no ``-``, so the pid after the last one parses)
+_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+_TMP_SUFFIX = re.compile(r"\.tmp-(?:(?P<host>[A-Za-z0-9_.]+)-)?(?P<pid>\d+)$")
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}.tmp-{_HOST}-{os.getpid()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def remove_stale_temp_files(path: Path | str) -> list[Path]:
+    """Remove the temporary files of ``path`` (``<path>.tmp-<host>-<pid>``) left by writers on
+    this host whose process no longer exists (killed mid-write); returns the removed paths.
+
+    Temporary files of another host (a shared volume) are left alone: their pid means nothing
+    here. Names without a host (``<path>.tmp-<pid>``, older code) are judged as this host's.
+    """
+    path = Path(path)
+    removed = []
+    try:
+        candidates = [p for p in path.parent.iterdir() if p.name.startswith(f"{path.name}.tmp-")]
+    except FileNotFoundError:
+        return []
+    for p in candidates:
+        m = _TMP_SUFFIX.fullmatch(p.name[len(path.name):])
+        if m is None or (m["host"] is not None and m["host"] != _HOST) or _pid_alive(int(m["pid"])):
+            continue
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            log.warning("%s: cannot remove stale temporary file of a dead writer (%s)", p, e.strerror or e)
+            continue
+        log.warning("%s: removed a stale temporary file left by writer pid %s (no longer running)", p, m["pid"])
+        removed.append(p)
+    return removed
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_h5(path: Path | str) -> Iterator[h5py.File]:
-    """Open ``<path>.tmp-<pid>`` for writing and rename it to ``path`` on success; on any error
-    the temporary file is removed and ``path`` is left as it was."""
+    """Open ``<path>.tmp-<host>-<pid>`` for writing and, when the block completes, flush it to
+    disk and rename it to ``path`` (one atomic ``os.replace``); on any error the temporary file is
+    removed and ``path`` is left as it was. Stale temporary files of ``path`` from dead writers
+    are removed first (:func:`remove_stale_temp_files`).
+
+    Raises:
+        StorageError: the folder cannot be created or written.
+    """
     path = Path(path)
     _ensure_writable_dir(path.parent)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    remove_stale_temp_files(path)
+    tmp = _temp_path(path)
     try:
         with h5py.File(tmp, "w") as f:
             yield f
+        _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    with contextlib.suppress(OSError):  # make the rename itself durable (not possible everywhere)
+        _fsync(path.parent)
 
 
 def _base_attrs(cfg: ExperimentConfig, stage: str) -> dict:
@@ -97,7 +180,6 @@ def _base_attrs(cfg: ExperimentConfig, stage: str) -> dict:
         "config_fingerprint": config_fingerprint(cfg),
         "noise_generator": noise_generator_name(),
         "code_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
@@ -143,8 +225,11 @@ def write_stage_file(
     """Write one stage's datasets to ``path`` atomically.
 
     ``arrays`` must hold exactly the stage's datasets (:func:`layout.stage_specs`) with matching
-    trailing shapes and a common ``N`` (:func:`check_stage_arrays`); each is written whole in
-    chunks of the configured size with the configured filter.
+    trailing shapes and a common ``N`` (:func:`check_stage_arrays`); each is cast to the layout
+    dtype and written whole, compressible ones in chunks of the configured size with the
+    configured filter plus ``fletcher32``. The root attribute ``sha256`` records every dataset's
+    content digest (:func:`~spinlock_core.storage.integrity.array_digest` of the cast array).
+    The same inputs give the same bytes.
 
     Raises:
         StorageError: wrong dataset set or shape, or an unwritable folder.
@@ -160,16 +245,19 @@ def write_stage_file(
         for k, v in {**_base_attrs(cfg, stage), **(attrs or {})}.items():
             f.attrs[k] = v
         f.attrs["n"] = n
+        digests: dict[str, str] = {}
         for spec in specs:
             data = np.asarray(arrays[spec.path])
             shape = spec.shape(cfg, n)
             data = data.astype(spec.dtype, copy=False)
             # compressible datasets are chunked (and filtered when compression is on); small
             # metadata arrays are written contiguous
-            kw = {**filters, "chunks": chunks_for(shape, cfg)} if spec.compress and n > 0 else {}
-            ds = f.create_dataset(spec.path, data=data, **kw)
+            kw = {**filters, "chunks": chunks_for(shape, cfg), "fletcher32": True} if spec.compress and n > 0 else {}
+            ds = f.create_dataset(spec.path, data=data, track_times=False, **kw)
             for k, v in (dataset_attrs or {}).get(spec.path, {}).items():
                 ds.attrs[k] = v
+            digests[spec.path] = array_digest(data)
+        f.attrs[ATTR_DIGESTS] = json.dumps(digests, sort_keys=True)
     seconds = time.perf_counter() - t0
     return WriteStats(Path(path), seconds, Path(path).stat().st_size)
 
@@ -254,12 +342,36 @@ def open_h5(path: Path | str) -> h5py.File:
 
 
 def read_stage_file(path: Path | str, stage: str, cfg: ExperimentConfig) -> dict[str, np.ndarray]:
-    """All datasets of ``stage`` from ``path`` (after :func:`check_stage_file` passes)."""
+    """All datasets of ``stage`` from ``path`` (after :func:`check_stage_file` passes), each
+    compared with its recorded SHA-256 digest.
+
+    Raises:
+        StorageError: the file does not conform (:func:`check_stage_file`), a dataset cannot be
+            read (damaged chunk: ``fletcher32`` or decompression error), or its content does not
+            match its digest (or none is recorded); the message names the file and the dataset.
+    """
     problems = check_stage_file(path, stage, cfg)
     if problems:
         raise StorageError(f"{path}: " + "; ".join(problems))
+    out = {}
     with open_h5(path) as f:
-        return {s.path: f[s.path][()] for s in stage_specs(stage, cfg)}
+        digests = read_digests(f)
+        if digests is None:
+            raise StorageError(f"{path}: no valid {ATTR_DIGESTS!r} digest attribute (written without integrity "
+                               "digests or damaged): re-materialize it")
+        for s in stage_specs(stage, cfg):
+            try:
+                data = f[s.path][()]
+            except (OSError, RuntimeError, ValueError) as e:
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise StorageError(f"{path}: {s.path} cannot be read, corrupt data ({reason}): re-materialize it") from None
+            want = digests.get(s.path)
+            if want is None:
+                raise StorageError(f"{path}: {s.path} has no SHA-256 digest recorded: re-materialize it")
+            if array_digest(data) != want:
+                raise StorageError(f"{path}: {s.path} does not match its SHA-256 digest: corrupt data; re-materialize it")
+            out[s.path] = data
+    return out
 
 
 def check_stage_file(
@@ -267,7 +379,8 @@ def check_stage_file(
 ) -> list[str]:
     """Problems with a stage file (empty list = conforms): it opens, was written by this layout
     version for this exact config and stage, holds ``stop - start`` operators, and every dataset
-    has the layout's shape and dtype."""
+    has the layout's shape and dtype. Attributes only: no data is read (a corrupt chunk passes;
+    :func:`spinlock_core.storage.integrity.verify_stage_file` reads and checks the data)."""
     try:
         f = open_h5(path)
     except StorageError as e:

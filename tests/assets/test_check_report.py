@@ -92,13 +92,14 @@ def test_report_lists_every_check_then_a_failed_shard_fails_it(write_config, tmp
     cfg = load_experiment(cfg_path)
     defs = report_definitions(cfg_path)
     graph = defs.resolve_asset_graph()
-    assets = list(defs.assets)
+    assets = [*defs.assets, *defs.asset_checks]  # the file_integrity checks are standalone
     sensor = defs.resolve_sensor_def("run_failure_log")
     paths = ExperimentPaths.for_config(cfg)
     reports_dir = paths.root / "reports"
     partitioned = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None]
     expected = _expected_count(graph)
-    assert expected == 61  # 3 parameter + 4 dataset checks, 18 shard checks x 3 shards
+    # 3 + 1 parameter (file_integrity) + 4 + 1 dataset checks, 18 + 5 shard checks x 3 shards
+    assert expected == 78
 
     dhome = tmp_path / "dagster"  # a persistent instance, as `make instance` sets it up
     dhome.mkdir()
@@ -113,7 +114,7 @@ def test_report_lists_every_check_then_a_failed_shard_fails_it(write_config, tmp
         early = gather_check_results(instance, defs)
         assert len(early) == expected
         assert {r.asset for r in early if r.passed} == {"parameters"}
-        assert sum(r.passed is None for r in early) == expected - 3
+        assert sum(r.passed is None for r in early) == expected - 4
         assert all(r.severity is None and r.run_id is None for r in early if r.passed is None)
 
         for pk in SHARDS:
@@ -164,7 +165,7 @@ def test_report_lists_every_check_then_a_failed_shard_fails_it(write_config, tmp
     p = _run([BIN / "dagster", "asset", "materialize", "-f", defs_file, "--select", "check_report"], env)
     assert p.returncode != 0, p.stderr[-3000:]
     assert "1 blocking check(s) failed" in p.stderr and "features/summary:nan_inf[shard-0001]" in p.stderr
-    assert "25 checks expected by the code location's repository" in p.stderr
+    assert "32 checks expected by the code location's repository" in p.stderr
     doc = json.loads((reports_dir / "check_report.json").read_text())
     row = next(d for d in doc["records"]
                if (d["asset"], d["check"], d["partition"]) == ("features/summary", "nan_inf", "shard-0001"))
@@ -239,7 +240,7 @@ def test_cli_dispatch_and_bad_input(tmp_path, monkeypatch, capsys, write_config)
     # an empty instance: every expected check is reported as not run, nothing failed
     assert main(["report", "--out", str(tmp_path / "o"), "--config", str(write_config())]) == 0
     out = capsys.readouterr().out
-    assert "0/61 passed, 0 failed (0 blocking), 61 not run" in out
+    assert "0/78 passed, 0 failed (0 blocking), 78 not run" in out
     doc = json.loads((tmp_path / "o" / "check_report.json").read_text())
     assert {d["status"] for d in doc["records"]} == {"not run"}
 

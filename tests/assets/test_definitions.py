@@ -58,11 +58,15 @@ def test_schedules_fan_out_one_run_per_shard(write_config):
     from spinlock_assets.definitions import build_definitions
 
     defs = build_definitions(write_config())
-    sched = defs.resolve_schedule_def("weekly_regeneration")
+    assert [s.name for s in defs.schedules] == ["weekly_full_rebuild"]  # one scheduled rebuild; the rest is declarative
+    sched = defs.resolve_schedule_def("weekly_full_rebuild")
+    assert sched.cron_schedule == "0 2 * * 0" and sched.default_status == dg.DefaultScheduleStatus.STOPPED
     ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 22, 2, tzinfo=timezone.utc))
     reqs = list(sched(ctx))
     assert [r.partition_key for r in reqs] == ["shard-0000", "shard-0001", "shard-0002"]
-    assert len({r.run_key for r in reqs}) == 3
+    assert {r.run_key for r in reqs} == {"20261122-shard-0000", "20261122-shard-0001", "20261122-shard-0002"}
+    shard_assets = {"initial_conditions", "rollouts", "features/summary", "features/temporal", "features/architecture"}
+    assert all({k.to_user_string() for k in r.asset_selection} == shard_assets for r in reqs)
     assert defs.resolve_job_def("rebuild_features") is not None
 
 

@@ -67,7 +67,7 @@ def test_webserver_serves_the_asset_graph(write_config, tmp_path):
         repo = _gql(port, "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } "
                           "schedules { name } jobs { name } } } } }")["data"]["repositoriesOrError"]["nodes"][0]
         assert repo["location"]["name"] == "spinlock"
-        assert {"weekly_regeneration", "nightly_feature_rebuild", "nightly_consolidation"} <= {s["name"] for s in repo["schedules"]}
+        assert {s["name"] for s in repo["schedules"]} == {"weekly_full_rebuild"}
         r = _gql(port, """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename
                  ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }""",
                  {"p": {"selector": {"repositoryLocationName": "spinlock", "repositoryName": "__repository__",

@@ -53,7 +53,7 @@ def home(tmp_path_factory):
 def test_dashboard_assets_materialize_with_previews_and_numbers(home, tmp_path):
     from spinlock_assets.assets.dashboards import build
     from spinlock_assets.experiment import Experiment
-    from spinlock_assets.resources import SpinlockStorage
+    from spinlock_assets.resources import ComputeResource, SpinlockStorage
 
     exp_yaml, cfg, paths = home
     assets = build(Experiment(cfg, exp_yaml))
@@ -62,7 +62,7 @@ def test_dashboard_assets_materialize_with_previews_and_numbers(home, tmp_path):
     assert {a.group_names_by_key[k] for a in assets for k in a.keys} == {"dashboards"}
     assert all(a.descriptions_by_key[k] for a in assets for k in a.keys)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        result = dg.materialize(assets, resources={"storage": SpinlockStorage(home=str(paths.home))},
+        result = dg.materialize(assets, resources={"storage": SpinlockStorage(home=str(paths.home)), "compute": ComputeResource()},
                                 instance=instance)
         assert result.success
         for name in NAMES:
@@ -99,7 +99,7 @@ def test_without_tokenizer_only_the_dataset_dashboard(write_config):
 def test_missing_tokens_fail_the_tokens_dashboard(home, tmp_path):
     from spinlock_assets.assets.dashboards import build
     from spinlock_assets.experiment import Experiment
-    from spinlock_assets.resources import SpinlockStorage
+    from spinlock_assets.resources import ComputeResource, SpinlockStorage
 
     exp_yaml, cfg, paths = home
     moved = paths.tokens(1).with_suffix(".bak")
@@ -108,7 +108,7 @@ def test_missing_tokens_fail_the_tokens_dashboard(home, tmp_path):
         assets = build(Experiment(cfg, exp_yaml))
         with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
             r = dg.materialize(assets, selection=[dg.AssetKey(["dashboards", "tokens"])], instance=instance,
-                               resources={"storage": SpinlockStorage(home=str(paths.home))}, raise_on_error=False)
+                               resources={"storage": SpinlockStorage(home=str(paths.home)), "compute": ComputeResource()}, raise_on_error=False)
         assert not r.success
         failure = next(e for e in r.all_events if e.is_step_failure).step_failure_data.user_failure_data
         assert "tokens missing for 1 of 3 shards (shard-0001.h5)" in failure.description
