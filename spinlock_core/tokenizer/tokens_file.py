@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
 from ..storage.layout import encode_strings
 from ..storage.shards import atomic_h5, open_h5
 
@@ -64,7 +65,7 @@ def write_tokens(path: Path | str, tokens: np.ndarray, tokenizer, metadata: dict
             "format": TOKENS_FORMAT, "version": TOKENS_VERSION, "checkpoint_id": tokenizer.checkpoint_id,
             "checkpoint": str(tokenizer.folder or ""), "codebook_sizes": np.asarray(tokenizer.codebook_sizes, np.int64),
             "token_names": encode_strings(tokenizer.token_names), "num_categories": tokenizer.num_categories,
-            "num_levels": 3, "source": str(source),
+            "num_levels": 3, "source": str(source), "code_version": __version__,
         })
     return path
 
@@ -79,7 +80,8 @@ def read_tokens(path: Path | str) -> dict:
         if f.attrs.get("format") != TOKENS_FORMAT:
             raise ValueError(f"{path}: not a Spinlock tokens file (format {f.attrs.get('format')!r})")
         if int(f.attrs["version"]) > TOKENS_VERSION:
-            raise ValueError(f"{path}: tokens file version {f.attrs['version']} is newer than this code reads")
+            raise ValueError(f"{path}: tokens file version {f.attrs['version']} is newer than this code reads "
+                             f"({TOKENS_VERSION}); upgrade spinlock")
         return {
             "tokens": f["tokens"][()], "operator_index": f["operator_index"][()], "diverged": f["diverged"][()],
             "ic_types": f["ic_types"][()].astype(str), "policies": f["evolution_policies"][()].astype(str),

@@ -81,6 +81,9 @@ def test_demo_graph_materializes_with_all_checks_passing(tmp_path, monkeypatch):
     tok = Tokenizer.load(paths.tokenizer)
     shards = [read_tokens(paths.tokens(s)) for s in range(4)]
     assert all(t["attrs"]["checkpoint_id"] == tok.checkpoint_id for t in shards)
+    from spinlock_core import __version__
+
+    assert all(t["attrs"]["code_version"] == __version__ for t in shards)
     np.testing.assert_array_equal(np.concatenate([t["tokens"] for t in shards]), tok.tokenize(paths.dataset))
     np.testing.assert_array_equal(np.concatenate([t["operator_index"] for t in shards]), np.arange(128))
 

@@ -188,6 +188,15 @@ def test_tokens_computed_or_read_from_files(data, built, tmp_path):
         f.attrs["checkpoint_id"] = "0" * 64
     with pytest.raises(DashboardInputError, match="not of this checkpoint"):
         _ = DashboardData.from_checkpoint(built.ckpt, tokens=files).tokens
+    # a tokens file of a newer format version is refused, naming both versions
+    from spinlock_core.tokenizer.tokens_file import TOKENS_VERSION, read_tokens
+
+    assert read_tokens(files[0])["attrs"]["code_version"] == __import__("spinlock_core").__version__
+    with h5py.File(files[0], "r+") as f:
+        f.attrs["version"] = TOKENS_VERSION + 1
+    with pytest.raises(ValueError, match=rf"tokens file version {TOKENS_VERSION + 1} is newer than this code reads "
+                                         rf"\({TOKENS_VERSION}\); upgrade spinlock"):
+        read_tokens(files[0])
 
 
 def test_rollouts_are_the_generators_trajectories(data, built):
