@@ -45,6 +45,9 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procgroup import ProcessGroup  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DEMO = ROOT / "configs/experiments/demo.yaml"
@@ -59,65 +62,14 @@ log = logging.getLogger("scale")
 # processes: each in its own session, stopped by process group
 
 
-def _live_members(pgid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            out.append(int(d.name))
-    return out
-
-
-class Group:
-    """A command in a new session (its own process group), its output in a log file."""
+class Group(ProcessGroup):
+    """A :class:`ProcessGroup` in the repository root, registered so that :func:`stop_all` stops it."""
 
     started: list[Group] = []
 
     def __init__(self, name: str, args: list, env: dict, logfile: Path):
-        self.name, self.logfile = name, logfile
-        self._fh = open(logfile, "wb")
-        self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen([str(a) for a in args], cwd=ROOT, env=env, stdout=self._fh,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        self.pgid = self.proc.pid
-        self.seconds: float | None = None
+        super().__init__(name, args, env, logfile, cwd=ROOT)
         Group.started.append(self)
-
-    def poll(self):
-        rc = self.proc.poll()
-        if rc is not None and self.seconds is None:
-            self.seconds = time.perf_counter() - self.t0
-        return rc
-
-    def text(self) -> str:
-        return self.logfile.read_text(errors="replace")
-
-    def stop(self, timeout: float = 15.0) -> list[int]:
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
-            if not _live_members(self.pgid):
-                break
-            try:
-                os.killpg(self.pgid, sig)
-            except ProcessLookupError:
-                break
-            end = time.monotonic() + wait
-            while time.monotonic() < end and _live_members(self.pgid):
-                try:
-                    self.proc.wait(0.2)
-                except subprocess.TimeoutExpired:
-                    pass
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        self._fh.close()
-        return _live_members(self.pgid)
 
 
 def stop_all() -> dict[str, list[int]]:

@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks.procgroup import ProcessGroup
 from tests.conftest import ROOT
 
 log = logging.getLogger(__name__)
@@ -51,59 +51,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _live_members(pgid: int) -> list[int]:
-    """Processes of group ``pgid`` that are alive (zombies waiting for their reaper excluded)."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # state ppid pgrp ...
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            out.append(int(d.name))
-    return out
-
-
-class Group:
-    """A command started in a new session (its own process group), output to a log file."""
-
-    def __init__(self, name: str, args: list, env: dict, logfile: Path):
-        self.name, self.logfile = name, logfile
-        self._fh = open(logfile, "wb")
-        self.proc = subprocess.Popen([str(a) for a in args], cwd=ROOT, env=env, stdout=self._fh,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        self.pgid = self.proc.pid
-
-    def text(self) -> str:
-        return self.logfile.read_text(errors="replace")
-
-    def wait(self, timeout: float) -> int:
-        return self.proc.wait(timeout)
-
-    def stop(self, timeout: float = 15.0) -> list[int]:
-        """SIGTERM to the group, SIGKILL after ``timeout``; the pids still alive after that."""
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
-            if not _live_members(self.pgid):
-                break
-            try:
-                os.killpg(self.pgid, sig)
-            except ProcessLookupError:
-                break
-            end = time.monotonic() + wait
-            while time.monotonic() < end and _live_members(self.pgid):
-                try:
-                    self.proc.wait(0.2)
-                except subprocess.TimeoutExpired:
-                    pass
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        self._fh.close()
-        return _live_members(self.pgid)
+def Group(name: str, args: list, env: dict, logfile: Path) -> ProcessGroup:
+    """A command in its own process group, in the repository root."""
+    return ProcessGroup(name, args, env, logfile, cwd=ROOT)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,7 +191,7 @@ def test_two_shards_through_two_celery_workers_match_in_process(write_config, tm
     ref_env = {**base_env, "SPINLOCK_HOME": str(ref_home), "DAGSTER_HOME": str(ref_dhome)}
     materialize = [BIN / "dagster", "asset", "materialize", "-m", "spinlock_assets.definitions"]
 
-    groups: list[Group] = []
+    groups: list[ProcessGroup] = []
 
     def start(name, args, e):
         g = Group(name, args, e, tmp_path / f"{name}.log")
