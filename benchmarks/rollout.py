@@ -15,6 +15,9 @@
   Interleaved rounds, medians of the per-round ratios.
 
     MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 python benchmarks/rollout.py [--quick]
+
+``--batched`` runs the grouped-rollout benchmark instead (many operators per call, on the CPU and on
+CUDA when present: see ``benchmarks/rollout_batched.py``).
 """
 
 from __future__ import annotations
@@ -197,7 +200,13 @@ def bench_hdf5(n_ops: int, timesteps: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (CI smoke)")
+    ap.add_argument("--batched", action="store_true", help="G operators per call: G = 1, 8, 32, 128 on each device")
     a = ap.parse_args()
+    if a.batched:
+        from rollout_batched import run
+
+        print(json.dumps(run(a.quick), indent=2))
+        return
     rounds = 3 if a.quick else 7
     out = {
         "torch": torch.__version__,

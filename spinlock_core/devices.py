@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-__all__ = ["resolve_device", "resolve_dtype"]
+__all__ = ["resolve_device", "resolve_dtype", "cpu_has_bf16"]
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,9 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``precision`` (None = plain float32). Reduced precision only on CUDA,
-    and always logged: it is never applied silently.
+    """Autocast dtype for ``precision`` (None = plain float32). Reduced precision is always
+    logged, never applied silently: tf32 and float16 on CUDA only, bfloat16 on CUDA or on a CPU
+    with bf16 instructions.
 
     On CUDA, ``float32`` also turns TF32 off for convolutions and matmuls (PyTorch enables it
     for cuDNN convolutions by default, a hidden 10-bit mantissa); ``tf32`` turns it on explicitly.
@@ -38,10 +39,31 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "float32":
         return None
     if device.type != "cuda":
-        raise ValueError(f"simulation.precision: {precision} needs a CUDA device, running on {device.type}")
+        if precision != "bfloat16":
+            raise ValueError(f"simulation.precision: {precision} needs a CUDA device, running on {device.type}")
+        if not cpu_has_bf16():
+            raise ValueError(
+                "simulation.precision: bfloat16 on the CPU needs bf16 instructions (avx512_bf16 or amx_bf16), "
+                "which this CPU lacks; use float32"
+            )
+        log.warning(
+            "rollouts run under bfloat16 autocast on the CPU (simulation.precision); stored fields are float32 "
+            "but drift from a float32 rollout (benchmarks/rollout.py --batched reports how far)"
+        )
+        return torch.bfloat16
     if precision == "tf32":
         log.warning("rollouts run with TF32 convolutions (simulation.precision: tf32); stored fields are float32")
         return None
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
     log.warning("rollouts run under %s autocast (simulation.precision); stored fields are float32", precision)
     return dtype
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU has native bf16 arithmetic (AVX512-BF16 or AMX-BF16), from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
 from .operators.cnn import RandomCNNOperator
+from .operators.grouped import GroupedOperator
 from .operators.policies import apply_policy
 from .rng import DrawKey
 
-__all__ = ["RolloutResult", "rollout"]
+__all__ = ["RolloutResult", "rollout", "rollout_group"]
 
 StepHook = Callable[[int, torch.Tensor, torch.Tensor], None]
 
@@ -70,11 +71,7 @@ def rollout(
     u = u0.to(device=device, dtype=torch.float32).unsqueeze(0).expand(realizations, *u0.shape).contiguous()
     traj[:, 0] = u
     key = DrawKey.for_operator(root_seed, index, realizations, stage="noise")
-    ctx = (
-        torch.autocast(device_type=device.type, dtype=autocast_dtype)
-        if autocast_dtype is not None
-        else contextlib.nullcontext()
-    )
+    ctx = _autocast(device, autocast_dtype)
     diverged, valid = False, num_timesteps
     for t in range(1, num_timesteps):
         with ctx:
@@ -91,3 +88,81 @@ def rollout(
         traj[:, t] = new
         u = new
     return RolloutResult(trajectory=traj, diverged=diverged, valid_states=valid)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def rollout_group(
+    group: GroupedOperator,
+    u0: torch.Tensor,
+    *,
+    realizations: int,
+    num_timesteps: int,
+    root_seed: int,
+    indices: Sequence[int],
+    divergence_threshold: float,
+    autocast_dtype: torch.dtype | None = None,
+    out: torch.Tensor | None = None,
+    step_fn: Callable | None = None,
+) -> list[RolloutResult]:
+    """:func:`rollout` of the G operators of ``group`` at once, from ``u0 [G, C, H, W]``.
+
+    Operator ``g`` (global index ``indices[g]``) draws with its own key, so its trajectory equals
+    ``rollout(group.ops[g], u0[g], index=indices[g], ...)`` up to float32 rounding of the grouped
+    convolutions. A diverged operator is frozen at its last finite state (which its remaining
+    states repeat, as in :func:`rollout`) while the others go on; the loop stops when all have
+    diverged.
+
+    Args:
+        out: optional float32 buffer ``[G, M, T, C, H, W]`` on the group's device.
+        step_fn: replaces ``group(u, step, keys)`` (a compiled or CUDA-graphed version of it).
+
+    Returns:
+        One :class:`RolloutResult` per operator; ``trajectory`` is ``out[g]`` ``[M, T, C, H, W]``.
+    """
+    g = group.g
+    indices = [int(i) for i in indices]
+    if len(indices) != g:
+        raise ValueError(f"{len(indices)} indices for a group of {g} operators")
+    if u0.ndim != 4 or u0.shape[0] != g:
+        raise ValueError(f"u0 must be [G={g}, C, H, W], got shape {tuple(u0.shape)}")
+    if realizations < 1 or num_timesteps < 1:
+        raise ValueError(f"realizations and num_timesteps must be >= 1, got {realizations}, {num_timesteps}")
+    device = group.device
+    m, c, hw = realizations, u0.shape[1], tuple(u0.shape[2:])
+    shape = (g, m, num_timesteps, c, *hw)
+    if out is not None and (tuple(out.shape) != shape or out.dtype != torch.float32 or out.device != device):
+        raise ValueError(f"out must be a float32 {shape} tensor on {device}, got {tuple(out.shape)} {out.dtype} on {out.device}")
+    traj = out if out is not None else torch.empty(shape, device=device, dtype=torch.float32)
+    first = u0.to(device=device, dtype=torch.float32)
+    traj[:, :, 0] = first.unsqueeze(1)
+    u = first.reshape(1, g * c, *hw).expand(m, g * c, *hw).contiguous()  # [M, G*C, H, W]
+    keys = [DrawKey.for_operator(root_seed, i, m, stage="noise") for i in indices]
+    apply = step_fn or group
+    ctx = _autocast(device, autocast_dtype)
+    valid = [num_timesteps] * g
+    keep = None  # [1, G*C, 1, 1] bool once an operator has diverged: False on its channels
+    for t in range(1, num_timesteps):
+        with ctx:
+            ou = apply(u, t - 1, [k.at_step(t - 1) for k in keys])
+        new = group.apply_policy(u, ou.float())
+        # per operator, one reduction: NaN when any value is NaN, inf when any is inf
+        peak = torch.linalg.vector_norm(new.view(m, g, -1), ord=float("inf"), dim=(0, 2))
+        ok = (peak <= divergence_threshold).tolist()  # the step's one device sync
+        newly = [j for j in range(g) if not ok[j] and valid[j] == num_timesteps]
+        if newly:
+            for j in newly:
+                valid[j] = t
+            alive = [v == num_timesteps for v in valid]
+            if not any(alive):
+                traj[:, :, t:] = u.view(m, g, c, *hw).transpose(0, 1).unsqueeze(2)
+                break
+            keep = torch.tensor(alive, device=device).repeat_interleave(c).view(1, g * c, 1, 1)
+        if keep is not None:
+            new = torch.where(keep, new, u)  # diverged operators stay at their last finite state
+        traj[:, :, t] = new.view(m, g, c, *hw).transpose(0, 1)
+        u = new
+    return [RolloutResult(trajectory=traj[j], diverged=valid[j] < num_timesteps, valid_states=valid[j]) for j in range(g)]

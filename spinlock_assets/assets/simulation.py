@@ -87,6 +87,8 @@ def build(exp: Experiment) -> list:
                     "rollout_seconds": sim.seconds_rollout,
                     "operator_steps_per_second": sim.operator_steps / rollout_s,
                     "conv_gflops": sim.conv_flops / rollout_s / 1e9,
+                    "group_size": int(sim.timings.get("group_size", 1)),
+                    "rollout_calls": int(sim.timings.get("groups", stop - start)),
                     "write_seconds": ro.write.seconds,
                     "write_share": res.write_seconds / max(res.seconds_total, 1e-9),
                 },

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
+from .batching import BatchingConfig
 from .orchestration import OrchestrationConfig
 from .ic_variants import variant_problems
 from .parameter_rules import grid_size_problem
@@ -182,8 +183,11 @@ class InputGeneration(BaseModel):
 class SimulationConfig(BaseModel):
     model_config = _STRICT
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    #: float32 (TF32 off on CUDA), or tf32 / bfloat16 / float16 on CUDA only
+    #: float32 (TF32 off on CUDA); tf32 / float16 on CUDA only; bfloat16 autocast on CUDA or on a
+    #: CPU with bf16 instructions (a logged opt-in: benchmarks/rollout.py reports its field drift)
     precision: Literal["float32", "tf32", "bfloat16", "float16"] = "float32"
+    #: operators per rollout call (see spinlock_core/config/batching.py)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
     input_generation: InputGeneration
     num_realizations: int = Field(ge=1)
     #: stored states T, the initial condition included: T - 1 operator applications
@@ -218,7 +222,7 @@ class SimulationConfig(BaseModel):
 
     @model_validator(mode="after")
     def _precision(self):
-        if self.precision != "float32" and self.device == "cpu":
+        if self.precision in ("tf32", "float16") and self.device == "cpu":
             raise ValueError(
                 f"precision: {self.precision} is only supported on CUDA; device is 'cpu'"
             )

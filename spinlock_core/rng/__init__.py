@@ -12,7 +12,7 @@ Example::
     eps = unit_noise(key, NOISE, (128, 64, 64), "gaussian")     # [5, 128, 64, 64] float32
 """
 
-from .draw import BACKENDS, KINDS, keep_mask, unit_noise, words
+from .draw import BACKENDS, KINDS, keep_mask, keep_mask_keys, unit_noise, unit_noise_keys, words
 from .key import DrawKey, philox_key
 from .philox import philox4x32
 from .streams import DRAW_A, DRAW_B, NOISE, PERTURBATION, POWER_START, dropout_stream
@@ -25,6 +25,8 @@ __all__ = [
     "words",
     "unit_noise",
     "keep_mask",
+    "unit_noise_keys",
+    "keep_mask_keys",
     "KINDS",
     "BACKENDS",
     "NOISE",

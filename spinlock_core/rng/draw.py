@@ -19,7 +19,7 @@ from .constants import CHUNK_BLOCKS, MASK32
 from .key import DrawKey
 from .philox import philox4x32
 
-__all__ = ["KINDS", "BACKENDS", "words", "unit_noise", "keep_mask"]
+__all__ = ["KINDS", "BACKENDS", "words", "unit_noise", "keep_mask", "unit_noise_keys", "keep_mask_keys"]
 
 KINDS = ("gaussian", "uniform", "laplace")
 BACKENDS = ("auto", "numba", "torch")
@@ -167,3 +167,105 @@ def keep_mask(
         return _finish(_numba_fill(key, stream, n, "keep", threshold), n, tuple(shape))
     fill = _torch_fill(key, stream, n, device, lambda *w: tuple(x >= threshold for x in w), torch.bool)
     return _finish(fill, n, tuple(shape))
+
+
+# ---- many keys at once: the draws of G operators in one evaluation (a grouped rollout) -------
+
+
+def _check_keys(keys) -> tuple:
+    keys = tuple(keys)
+    if not keys:
+        raise ValueError("keys must not be empty")
+    first = keys[0]
+    for k in keys[1:]:
+        if k.realizations != first.realizations or k.step != first.step:
+            raise ValueError(
+                "keys of one batched draw must share realizations and step, got "
+                f"{first.realizations}@{first.step} and {k.realizations}@{k.step}"
+            )
+    return keys
+
+
+def _torch_fill_keys(keys: tuple, stream: int, n: int, device: torch.device, fn, dtype: torch.dtype, per_key=None):
+    """``[G, M, n_pad]``: :func:`_torch_fill` for every key in one evaluation per block slice.
+
+    ``fn(w0, w1, w2, w3, extra)`` receives ``extra``, ``per_key`` as a ``[G, 1, 1]`` tensor (or None).
+    """
+    n_pad = _padded(n)
+    blocks = n_pad // 4
+    g, m = len(keys), len(keys[0].realizations)
+    out = torch.empty(g, m, n_pad, device=device, dtype=dtype)
+    kw = torch.tensor([k.key_words for k in keys], device=device, dtype=torch.int64)
+    k0, k1 = kw[:, 0].view(g, 1, 1), kw[:, 1].view(g, 1, 1)
+    reals = torch.tensor(keys[0].realizations, device=device, dtype=torch.int64).view(1, m, 1)
+    extra = None if per_key is None else per_key.to(device).view(g, 1, 1)
+    # the same int64 temporaries per evaluation as one key's _TORCH_SLICE blocks
+    step_blocks = max(CHUNK_BLOCKS, (_TORCH_SLICE // (g * m)) // CHUNK_BLOCKS * CHUNK_BLOCKS)
+    no_autocast = torch.autocast(device.type, enabled=False) if device.type == "cuda" else contextlib.nullcontext()
+    with no_autocast:
+        for b0 in range(0, blocks, step_blocks):
+            b1 = min(b0 + step_blocks, blocks)
+            bl = torch.arange(b0, b1, device=device, dtype=torch.int64)
+            quarters = fn(*philox4x32(bl, keys[0].step, reals, stream, k0, k1), extra)  # 4 x [G, M, nb]
+            q = torch.stack([x.reshape(g, m, -1, CHUNK_BLOCKS) for x in quarters], dim=3)  # [G, M, chunks, 4, K]
+            out[:, :, 4 * b0 : 4 * b1] = q.reshape(g, m, -1)
+    return out
+
+
+def _finish_keys(buf: torch.Tensor, n: int, shape: tuple[int, ...]) -> torch.Tensor:
+    out = buf if buf.shape[2] == n else buf[:, :, :n].contiguous()
+    return out.reshape(buf.shape[0], buf.shape[1], *shape)
+
+
+def unit_noise_keys(
+    keys, stream: int, shape: tuple[int, ...], kind: str, *, device="cpu", backend: str = "auto"
+) -> torch.Tensor:
+    """:func:`unit_noise` for many keys: ``[G, M, *shape]``, row ``g`` bit-identical to
+    ``unit_noise(keys[g], ...)``. The keys must share realizations and step (one rollout step of
+    G operators); the torch backend evaluates all of them in one pass (no per-operator launches).
+
+    Raises:
+        ValueError: no keys, keys with different realizations or steps, and as :func:`unit_noise`.
+    """
+    keys = _check_keys(keys)
+    if kind not in KINDS:
+        raise ValueError(f"noise_type: unknown {kind!r}; known: {KINDS}")
+    device = torch.device(device)
+    stream, n = _check_stream(stream), _size(shape)
+    if _backend(backend, device) == "numba":
+        return torch.stack([unit_noise(k, stream, shape, kind, device=device, backend="numba") for k in keys])
+    if kind == "gaussian":
+        def fn(w0, w1, w2, w3, _):
+            return (*transforms.gaussian(w0, w1), *transforms.gaussian(w2, w3))
+    else:
+        f = transforms.uniform if kind == "uniform" else transforms.laplace
+
+        def fn(w0, w1, w2, w3, _):
+            return tuple(f(x) for x in (w0, w1, w2, w3))
+    return _finish_keys(_torch_fill_keys(keys, stream, n, device, fn, torch.float32), n, tuple(shape))
+
+
+def keep_mask_keys(
+    keys, stream: int, shape: tuple[int, ...], ps, *, device="cpu", backend: str = "auto"
+) -> torch.Tensor:
+    """:func:`keep_mask` for many keys with one dropout rate each (``ps[g]`` for ``keys[g]``):
+    ``[G, M, *shape]`` bool, row ``g`` bit-identical to ``keep_mask(keys[g], stream, shape, ps[g])``.
+
+    Raises:
+        ValueError: as :func:`unit_noise_keys`; ``len(ps) != len(keys)``; a rate outside ``[0, 1)``.
+    """
+    keys = _check_keys(keys)
+    ps = [float(p) for p in ps]
+    if len(ps) != len(keys):
+        raise ValueError(f"keep_mask_keys: {len(ps)} rates for {len(keys)} keys")
+    thresholds = [transforms.dropout_threshold(p) for p in ps]
+    device = torch.device(device)
+    stream, n = _check_stream(stream), _size(shape)
+    if _backend(backend, device) == "numba":
+        return torch.stack([keep_mask(k, stream, shape, p, device=device, backend="numba") for k, p in zip(keys, ps)])
+    thr = torch.tensor(thresholds, dtype=torch.int64)
+
+    def fn(w0, w1, w2, w3, t):
+        return tuple(x >= t for x in (w0, w1, w2, w3))
+
+    return _finish_keys(_torch_fill_keys(keys, stream, n, device, fn, torch.bool, per_key=thr), n, tuple(shape))

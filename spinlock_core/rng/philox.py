@@ -41,15 +41,25 @@ def round_keys(k0: int, k1: int, rounds: int = PHILOX_ROUNDS) -> list[tuple[int,
     return [((k0 + r * PHILOX_W0) & MASK32, (k1 + r * PHILOX_W1) & MASK32) for r in range(rounds)]
 
 
+def _tensor_round_keys(k0: torch.Tensor, k1: torch.Tensor, rounds: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`round_keys` for int64 tensors of key words (one key per element)."""
+    if k0.dtype != torch.int64 or k1.dtype != torch.int64:
+        raise ValueError(f"philox4x32: key tensors must be int64, got {k0.dtype}, {k1.dtype}")
+    if bool(((k0 < 0) | (k0 > MASK32)).any()) or bool(((k1 < 0) | (k1 > MASK32)).any()):
+        raise ValueError("Philox key words must be uint32")
+    return [((k0 + r * PHILOX_W0) & MASK32, (k1 + r * PHILOX_W1) & MASK32) for r in range(rounds)]
+
+
 def philox4x32(
-    c0: Word, c1: Word, c2: Word, c3: Word, k0: int, k1: int, rounds: int = PHILOX_ROUNDS
+    c0: Word, c1: Word, c2: Word, c3: Word, k0: Word, k1: Word, rounds: int = PHILOX_ROUNDS
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Philox4x32-``rounds`` of the counters ``(c0, c1, c2, c3)`` under key ``(k0, k1)``.
 
     Args:
         c0, c2: int64 tensors with values in ``[0, 2^32)`` (broadcastable to each other).
         c1, c3: int64 tensors or Python ints in ``[0, 2^32)``.
-        k0, k1: the key words.
+        k0, k1: the key words: Python ints, or int64 tensors broadcastable with the counters
+            (one key per element: many operators' draws in one evaluation).
 
     Returns:
         Four int64 tensors of the broadcast shape, values in ``[0, 2^32)``.
@@ -58,7 +68,11 @@ def philox4x32(
         raise ValueError("philox4x32: c0 and c2 must be int64 tensors")
     if c0.dtype != torch.int64 or c2.dtype != torch.int64:
         raise ValueError(f"philox4x32: counters must be int64 tensors, got {c0.dtype}, {c2.dtype}")
-    for ka, kb in round_keys(k0, k1, rounds):
+    if isinstance(k0, torch.Tensor) or isinstance(k1, torch.Tensor):
+        keys = _tensor_round_keys(torch.as_tensor(k0, device=c0.device), torch.as_tensor(k1, device=c0.device), rounds)
+    else:
+        keys = round_keys(k0, k1, rounds)
+    for ka, kb in keys:
         hi0, lo0 = mulhilo(c0, PHILOX_M0)
         hi1, lo1 = mulhilo(c2, PHILOX_M1)
         c0, c1, c2, c3 = hi1 ^ c1 ^ ka, lo1, hi0 ^ c3 ^ kb, lo0

@@ -75,6 +75,7 @@ def _simulation(cfg: ExperimentConfig) -> dict:
     sim = cfg.simulation.model_dump(mode="json")
     sim.pop("input_generation")
     sim.pop("device")  # where it runs, not what it computes
+    sim.pop("batching")  # how many operators a call advances: float32 rounding only, like the device
     return {"simulation": sim, "grid_size": cfg.grid_size, "root_seed": cfg.root_seed, "noise_generator": noise_generator_name()}
 
 

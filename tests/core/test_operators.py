@@ -143,13 +143,23 @@ def test_auto_device_falls_back_to_cpu():
             resolve_device("cuda")
 
 
-def test_reduced_precision_needs_cuda_and_is_explicit(write_config):
+def test_reduced_precision_needs_cuda_and_is_explicit(write_config, monkeypatch, caplog):
+    from spinlock_core import devices
     from spinlock_core.config import ConfigError, load_experiment
     from spinlock_core.devices import resolve_dtype
 
     assert resolve_dtype("float32", torch.device("cpu")) is None
-    for p in ("tf32", "bfloat16", "float16"):
+    for p in ("tf32", "float16"):
         with pytest.raises(ValueError, match=f"simulation.precision: {p} needs a CUDA device"):
             resolve_dtype(p, torch.device("cpu"))
-    with pytest.raises(ConfigError, match="precision: bfloat16 is only supported on CUDA"):
-        load_experiment(write_config(simulation__precision="bfloat16"))  # the tiny config pins device: cpu
+        with pytest.raises(ConfigError, match=f"precision: {p} is only supported on CUDA"):
+            load_experiment(write_config(simulation__precision=p))  # the tiny config pins device: cpu
+    # bfloat16 on the CPU: only with bf16 instructions, and logged
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
+    with pytest.raises(ValueError, match="bfloat16 on the CPU needs bf16 instructions"):
+        resolve_dtype("bfloat16", torch.device("cpu"))
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    with caplog.at_level("WARNING", logger="spinlock_core.devices"):
+        assert resolve_dtype("bfloat16", torch.device("cpu")) is torch.bfloat16
+    assert "bfloat16 autocast on the CPU" in caplog.text
+    assert load_experiment(write_config(simulation__precision="bfloat16")).simulation.precision == "bfloat16"
