@@ -42,11 +42,12 @@ def round_keys(k0: int, k1: int, rounds: int = PHILOX_ROUNDS) -> list[tuple[int,
 
 
 def _tensor_round_keys(k0: torch.Tensor, k1: torch.Tensor, rounds: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """:func:`round_keys` for int64 tensors of key words (one key per element)."""
-    if k0.dtype != torch.int64 or k1.dtype != torch.int64:
-        raise ValueError(f"philox4x32: key tensors must be int64, got {k0.dtype}, {k1.dtype}")
-    if bool(((k0 < 0) | (k0 > MASK32)).any()) or bool(((k1 < 0) | (k1 > MASK32)).any()):
-        raise ValueError("Philox key words must be uint32")
+    """:func:`round_keys` for int64 tensors of key words (one key per element). Their values are
+    not read back here (that would stall a GPU once per draw): callers build them from
+    :attr:`~.key.DrawKey.key_words`, which are uint32 by construction."""
+    for name, k in (("k0", k0), ("k1", k1)):
+        if k.dtype != torch.int64:
+            raise ValueError(f"philox4x32: key tensor {name} must be int64, got {k.dtype}")
     return [((k0 + r * PHILOX_W0) & MASK32, (k1 + r * PHILOX_W1) & MASK32) for r in range(rounds)]
 
 
@@ -58,8 +59,8 @@ def philox4x32(
     Args:
         c0, c2: int64 tensors with values in ``[0, 2^32)`` (broadcastable to each other).
         c1, c3: int64 tensors or Python ints in ``[0, 2^32)``.
-        k0, k1: the key words: Python ints, or int64 tensors broadcastable with the counters
-            (one key per element: many operators' draws in one evaluation).
+        k0, k1: the key words: Python ints, or int64 tensors of uint32 values broadcastable with
+            the counters (one key per element: many operators' draws in one evaluation).
 
     Returns:
         Four int64 tensors of the broadcast shape, values in ``[0, 2^32)``.
