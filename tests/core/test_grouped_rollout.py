@@ -49,12 +49,13 @@ VARIED = [
     dict(dropout_rate=0.0, noise_scale=0.0, noise_type="laplace", noise_schedule="periodic", spatial_correlation=0.0, dt=0.05, alpha=0.5),
     dict(dropout_rate=0.25, noise_scale=0.5, noise_type="uniform", noise_schedule="annealing", spatial_correlation=0.0, dt=0.2, alpha=0.9),
     dict(dropout_rate=0.0, noise_scale=1e-3, noise_type="gaussian", noise_schedule="constant", spatial_correlation=0.25, dt=0.1, alpha=0.1),
-    dict(dropout_rate=0.3, noise_scale=0.2, noise_type="laplace", noise_schedule="constant", spatial_correlation=0.05, dt=0.3, alpha=0.7),
+    # noise_scale 1.0 with a constant schedule: an amplitude of exactly 1
+    dict(dropout_rate=0.3, noise_scale=1.0, noise_type="laplace", noise_schedule="constant", spatial_correlation=0.05, dt=0.3, alpha=0.7),
 ]
 ARCHS = [
     dict(num_layers=3, base_channels=4, kernel_size=3, activation="gelu", normalization="instance", padding_mode="circular", update_policy="residual"),
-    dict(num_layers=4, base_channels=2, kernel_size=5, activation="tanh", normalization="layer", padding_mode="zeros", update_policy="convex"),
-    dict(num_layers=2, base_channels=3, kernel_size=3, activation="relu", normalization="none", padding_mode="reflect", update_policy="autoregressive"),
+    dict(num_layers=4, base_channels=2, kernel_size=5, activation="tanh", normalization="layer", padding_mode="reflect", update_policy="convex"),
+    dict(num_layers=2, base_channels=3, kernel_size=3, activation="relu", normalization="none", padding_mode="zeros", update_policy="autoregressive"),
 ]
 INDICES = [3, 10, 11, 40, 977]
 
@@ -102,6 +103,25 @@ def test_one_application_equals_each_operator_and_keys_matter():
         det = group(u, 4, None)
         for g, op in enumerate(ops):
             _close(op(u[:, 3 * g : 3 * g + 3], 4, None), det[:, 3 * g : 3 * g + 3])
+        # the default application step is 0 (it sets the periodic and annealing schedules)
+        keys0 = [k.at_step(0) for k in keys]
+        assert torch.equal(group(u, keys=keys0), group(u, 0, keys0))
+        assert not torch.equal(group(u, keys=keys0), group(u, 5, keys0))
+        with pytest.raises(ValueError, match=r"u must be \[M, 15, H, W\], got \(2, 12, 16, 16\)"):
+            group(u[:, :12], 4, keys)
+        with pytest.raises(ValueError, match=r"u must be \[M, 15, H, W\], got \(15, 16, 16\)"):
+            group(u[0], 4, keys)
+        with pytest.raises(ValueError, match="4 keys for a group of 5 operators"):
+            group(u, 4, keys[:4])
+        with pytest.raises(ValueError, match="key has 3 realizations for a batch of 2"):
+            group(u, 4, [DrawKey.for_operator(5, i, 3) for i in INDICES])
+
+
+def test_a_group_of_one_is_the_operator():
+    ops, u0 = _group(ARCHS[1], indices=INDICES[:1])
+    kw = dict(realizations=2, num_timesteps=5, root_seed=5, divergence_threshold=1e6)
+    (together,) = rollout_group(GroupedOperator(ops), u0, indices=INDICES[:1], **kw)
+    _close(rollout(ops[0], u0[0], index=INDICES[0], **kw).trajectory, together.trajectory)
 
 
 def test_divergence_inside_a_group_matches_alone():
