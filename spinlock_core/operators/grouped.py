@@ -197,7 +197,6 @@ class GroupedOperator:
         for b in range(len(ops[0].blocks)):
             self.blocks.append(_GroupedBlock([op.blocks[b] for op in ops], **common).to(self.device))
         self.head = _GroupedConv([op.head for op in ops], method)
-        self.hidden = ops[0].hidden
         self.num_steps = [op.num_steps for op in ops]
         self.noise_period = [op.noise_period for op in ops]
         # the policy's coefficients per operator, as float32 [1, G*C, 1, 1]: the same float32

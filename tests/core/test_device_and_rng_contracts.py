@@ -153,3 +153,67 @@ def test_numba_tuning_decision(monkeypatch, caplog):
     with caplog.at_level(logging.DEBUG, logger=CT.__name__):
         assert CT.choose_cpu_target() is False and config.CPU_NAME is None
     assert "numba's CPU target is already initialised; the generator keeps its tuning" in caplog.text
+
+
+def test_grouped_rollout_is_float32_whatever_the_default_dtype():
+    """A notebook that sets torch's default dtype to float64 still gets float32 fields equal to
+    the single-operator rollout (every buffer's dtype is explicit)."""
+    from spinlock_core.rollout import rollout, rollout_group
+
+    spec = OperatorSpec(num_layers=2, base_channels=2, grid_size=8, dropout_rate=0.2, noise_scale=0.3,
+                        spatial_correlation=0.2, update_policy="convex", alpha=0.3)
+    ops = [build_operator(spec, root_seed=0, index=i) for i in range(2)]
+    u0 = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    kw = dict(realizations=2, num_timesteps=4, root_seed=0, divergence_threshold=1e6)
+    alone = [rollout(op, u0[i], index=i, **kw).trajectory for i, op in enumerate(ops)]
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        group = GroupedOperator(ops)
+        assert all(t.dtype == torch.float32 for t in (group.dt, group.alpha, group.one_minus_alpha))
+        assert all(blk.scales.dtype == torch.float32 for blk in group.blocks)
+        together = rollout_group(group, u0, indices=[0, 1], **kw)
+        keys = [DrawKey(0, i, (0, 1), 0) for i in range(2)]
+        assert keep_mask_keys(keys, 1, (4,), [0.2, 0.4], backend="torch").dtype == torch.bool
+        assert unit_noise_keys(keys, NOISE, (4,), "gaussian", backend="torch").dtype == torch.float32
+    finally:
+        torch.set_default_dtype(old)
+    for a, b in zip(alone, together):
+        assert b.trajectory.dtype == torch.float32
+        assert float((a - b.trajectory).abs().max()) <= 64 * 1.2e-7 * max(float(a.abs().max()), 1.0)
+
+
+def test_grouped_operator_validation_names_the_problem():
+    spec = OperatorSpec(num_layers=2, base_channels=2, grid_size=8)
+    ops = [build_operator(spec, root_seed=0, index=i) for i in range(2)]
+    with pytest.raises(ValueError, match="GroupedOperator needs at least one operator"):
+        GroupedOperator([])
+    with pytest.raises(ValueError, match=r"simulation.batching.method: unknown 'loop'; known: \('grouped_conv', 'vmap'\)"):
+        GroupedOperator(ops, method="loop")
+    bad = build_operator(spec, root_seed=0, index=2)
+    object.__setattr__(bad, "spec", OperatorSpec(num_layers=2, base_channels=2, grid_size=8, noise_type="cauchy"))
+    with pytest.raises(ValueError, match="noise_type: unknown 'cauchy'; known:"):
+        GroupedOperator([ops[0], bad])
+    for field, value, msg in (("update_policy", "euler", "update_policy: unknown 'euler'"),
+                              ("noise_schedule", "cosine", "noise_schedule: unknown 'cosine'")):
+        odd = build_operator(spec, root_seed=0, index=3)
+        odd.spec = OperatorSpec(num_layers=2, base_channels=2, grid_size=8, **{field: value})
+        with pytest.raises(ValueError, match=msg):
+            GroupedOperator([odd])
+    g = GroupedOperator(ops)
+    assert g.ops == ops and g.g == 2 and g.channels == 3
+    with pytest.raises(ValueError, match="keys must not be empty"):
+        unit_noise_keys([], NOISE, (4,), "gaussian")
+    with pytest.raises(ValueError, match=r"keys of one batched draw must share realizations and step, got \(0, 1\)@0 and \(0,\)@0"):
+        keep_mask_keys([DrawKey(0, 0, (0, 1), 0), DrawKey(0, 1, (0,), 0)], 1, (4,), [0.1, 0.1])
+    with pytest.raises(ValueError, match=r"noise_type: unknown 'cauchy'; known: \('gaussian', 'uniform', 'laplace'\)"):
+        unit_noise_keys(KEYS, NOISE, (4,), "cauchy")
+
+
+def test_conv_flops_by_hand():
+    """2 FLOPs per multiply-add of every convolution of one step: C->b, b->b, b->2b (k = 3), then
+    the 1x1 head 2b->C, on a 16x16 grid with M realizations."""
+    spec = OperatorSpec(num_layers=2, base_channels=4, kernel_size=3, grid_size=16)
+    macs = (3 * 4 * 9 + 4 * 4 * 9 + 4 * 8 * 9 + 8 * 3) * 256
+    assert spec.conv_flops(5) == 2 * macs * 5
+    assert OperatorSpec(num_layers=1, base_channels=2, kernel_size=5, grid_size=8).conv_flops(1) == 2 * (3 * 2 * 25 + 2 * 2 * 25 + 2 * 3) * 64
