@@ -11,7 +11,7 @@ export DAGSTER_DISABLE_TELEMETRY := 1
 export MALLOC_MMAP_THRESHOLD_ := 33554432
 export MALLOC_TRIM_THRESHOLD_ := 4294967296
 
-.PHONY: install demo test ui worker instance bench production-smoke clean
+.PHONY: install demo test ui worker instance bench production-smoke mutation clean
 
 # torch==2.13.0 first: a bare `torch` requirement would pull a multi-GB CUDA build.
 $(BIN)/.installed: pyproject.toml
@@ -54,6 +54,17 @@ bench: install
 # one 32-operator shard at the production settings (T=256, M=5, 64x64): ~35 min on 2 cores
 production-smoke: install
 	$(BIN)/python benchmarks/production_smoke.py
+
+# mutation testing of the science modules ([tool.mutmut] in pyproject.toml; not part of `test`):
+# incremental (mutmut resumes and re-tests only changed functions; `rm -rf mutants` starts over),
+# then benchmarks/results/mutation.{json,md}. MUTMUT_MAX_CHILDREN workers (default 2).
+$(BIN)/.installed-mutation: $(BIN)/.installed pyproject.toml
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,mutation]'
+	touch $@
+
+mutation: $(BIN)/.installed-mutation
+	$(BIN)/mutmut run --max-children $${MUTMUT_MAX_CHILDREN:-2}
+	$(BIN)/python benchmarks/mutation_report.py
 
 clean:
 	rm -rf $(SPINLOCK_HOME)

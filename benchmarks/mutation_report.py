@@ -1,0 +1,206 @@
+"""Mutation-testing report: reads mutmut 3's results for the modules ``[tool.mutmut]`` mutates
+(its ``mutants/<file>.meta`` files, through mutmut's own reader), subtracts the equivalent mutants
+listed in ``mutation/equivalent.toml`` and writes ``benchmarks/results/mutation.json`` and a short
+``benchmarks/results/mutation.md``; prints the JSON summary (without the diffs) to stdout.
+
+    make mutation                 # mutmut run (incremental), then this script
+    python benchmarks/mutation_report.py [--no-diffs]
+
+Statuses are mutmut's (``mutmut.stats.status_by_exit_code``). Counting:
+
+* killed = mutmut's ``killed`` + ``timeout`` (a mutant that makes the tests run past mutmut's time
+  limit was detected) + ``segfault`` (the test process died: -11, or -9 = SIGKILL at the hard CPU
+  limit, i.e. a timeout) + ``caught by type check``;
+* score = killed / (total - equivalent - skipped - not checked - interrupted); ``survived``,
+  ``no tests`` (no selected test reaches the function) and ``suspicious`` count against it.
+
+``mutation/equivalent.toml`` is a table ``"<mutant name>" = "one-line reason"``; an entry that names
+no existing mutant, has an empty reason, or names a mutant the tests kill (so it is not
+equivalent) makes the script exit with status 1, naming the entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tomllib
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EQUIVALENT = ROOT / "mutation" / "equivalent.toml"
+OUT = ROOT / "benchmarks" / "results"
+
+log = logging.getLogger("mutation_report")
+
+KILLED = {"killed", "timeout", "segfault", "caught by type check"}
+EXCLUDED = {"skipped", "not checked", "check was interrupted by user"}
+NOT_KILLED = {"survived", "no tests", "suspicious"}
+
+
+class BadEquivalent(Exception):
+    pass
+
+
+def load_results() -> dict[str, dict]:
+    """``{mutant name: {"file", "function", "status", "exit_code"}}`` for every mutant of every
+    file ``[tool.mutmut]`` mutates (mutmut's config, meta files and status names)."""
+    from mutmut.mutation.data import SourceFileMutationData
+    from mutmut.stats import status_by_exit_code
+    from mutmut.utils.file_utils import walk_mutatable_files
+    from mutmut.utils.format_utils import orig_function_and_class_names_from_key
+
+    results = {}
+    for path in walk_mutatable_files():
+        data = SourceFileMutationData(path=path)
+        data.load()
+        for name, exit_code in data.exit_code_by_key.items():
+            func, cls = orig_function_and_class_names_from_key(name)
+            results[name] = {
+                "file": str(path),
+                "function": f"{cls}.{func}" if cls else func,
+                "status": status_by_exit_code[exit_code],
+                "exit_code": exit_code,
+            }
+    return results
+
+
+def load_equivalent(results: dict[str, dict]) -> dict[str, str]:
+    if not EQUIVALENT.exists():
+        log.info("no %s: no equivalent mutants", EQUIVALENT.relative_to(ROOT))
+        return {}
+    try:
+        table = tomllib.loads(EQUIVALENT.read_text("utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise BadEquivalent(f"{EQUIVALENT.relative_to(ROOT)}: not valid TOML: {e}") from e
+    rel = EQUIVALENT.relative_to(ROOT)
+    for name, reason in table.items():
+        if not isinstance(reason, str) or not reason.strip():
+            raise BadEquivalent(f"{rel}: {name!r}: the reason must be a non-empty string, got {reason!r}")
+        if "\n" in reason.strip():
+            raise BadEquivalent(f"{rel}: {name!r}: the reason must be one line")
+        if name not in results:
+            raise BadEquivalent(f"{rel}: {name!r} names no existing mutant")
+        if results[name]["status"] in KILLED:
+            raise BadEquivalent(f"{rel}: {name!r} is {results[name]['status']} by the tests, so not equivalent")
+    return dict(table)
+
+
+def counts(mutants: list[dict]) -> dict:
+    by_status = Counter(m["status"] for m in mutants)
+    equivalent = sum(m["equivalent"] for m in mutants)
+    killed = sum(by_status[s] for s in KILLED)
+    excluded = sum(by_status[s] for s in EXCLUDED)
+    denominator = len(mutants) - equivalent - excluded
+    return {
+        "total": len(mutants),
+        "by_status": dict(sorted(by_status.items())),
+        "killed_incl_timeouts": killed,
+        "equivalent": equivalent,
+        "not_killed": sum(1 for m in mutants if m["status"] in NOT_KILLED and not m["equivalent"]),
+        "score": round(killed / denominator, 4) if denominator else None,
+    }
+
+
+def describe(diff: str) -> str:
+    """The changed lines of a mutant's diff as ``old -> new`` (one line)."""
+    minus = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")]
+    plus = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+    return f"{' / '.join(minus) or '(nothing)'} -> {' / '.join(plus) or '(nothing)'}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--no-diffs", action="store_true", help="leave out the surviving mutants' diffs")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    os.chdir(ROOT)  # mutmut reads pyproject.toml and mutants/ relative to the working directory
+
+    import mutmut
+
+    if not Path("mutants").is_dir():
+        log.error("no mutants/ folder: run `mutmut run` (make mutation) first")
+        return 1
+    results = load_results()
+    if not results:
+        log.error("mutants/ holds no results for the files [tool.mutmut] mutates: run `mutmut run`")
+        return 1
+    try:
+        equivalent = load_equivalent(results)
+    except BadEquivalent as e:
+        log.error("%s", e)
+        return 1
+
+    mutants = [{"name": n, **r, "equivalent": n in equivalent} for n, r in sorted(results.items())]
+    by_file = defaultdict(list)
+    for m in mutants:
+        by_file[m["file"]].append(m)
+
+    survivors = []
+    if not args.no_diffs:
+        from mutmut.mutation.diff_apply import get_diff_for_mutant
+    for m in mutants:
+        if m["status"] not in NOT_KILLED or m["equivalent"]:
+            continue
+        s = {k: m[k] for k in ("name", "file", "function", "status")}
+        if not args.no_diffs:
+            try:
+                s["diff"] = get_diff_for_mutant(m["name"], path=m["file"])
+                s["mutation"] = describe(s["diff"])
+            except Exception as e:  # a stale mutants/ copy: report, do not fail the whole report
+                log.warning("no diff for %s: %s", m["name"], e)
+        survivors.append(s)
+
+    meta = ROOT / "mutants" / "mutmut-stats.json"
+    report = {
+        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "mutmut_version": getattr(mutmut, "__version__", None),
+        "counting": "killed = killed + timeout + segfault + caught by type check (timeouts count as killed); "
+                    "score = killed / (total - equivalent - skipped - not checked - interrupted)",
+        "overall": counts(mutants),
+        "per_module": {f: counts(ms) for f, ms in sorted(by_file.items())},
+        "equivalent": equivalent,
+        "survivors": survivors,
+        "stats_file": str(meta.relative_to(ROOT)) if meta.exists() else None,
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "mutation.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    (OUT / "mutation.md").write_text(markdown(report), "utf-8")
+    log.info("wrote %s and %s", (OUT / "mutation.json").relative_to(ROOT), (OUT / "mutation.md").relative_to(ROOT))
+
+    summary = {k: v for k, v in report.items() if k != "survivors"}
+    summary["survivors"] = [{k: s[k] for k in ("name", "status", "mutation") if k in s} for s in survivors]
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    return 0
+
+
+def markdown(report: dict) -> str:
+    o = report["overall"]
+    score = lambda c: "n/a" if c["score"] is None else f"{100 * c['score']:.1f}%"  # noqa: E731
+    lines = [
+        "# Mutation testing (mutmut)",
+        "",
+        f"Generated {report['generated']} with mutmut {report['mutmut_version']}. Timeouts count as killed; "
+        "score = killed / (total - equivalent - skipped - not checked).",
+        "",
+        f"**Overall: {score(o)}** ({o['killed_incl_timeouts']} killed of {o['total']}, {o['equivalent']} equivalent, "
+        f"{o['not_killed']} not killed; statuses {o['by_status']})",
+        "",
+        "| module | mutants | killed | equivalent | not killed | score |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for f, c in report["per_module"].items():
+        lines.append(f"| `{f}` | {c['total']} | {c['killed_incl_timeouts']} | {c['equivalent']} | {c['not_killed']} | {score(c)} |")
+    lines += ["", f"## Not killed ({len(report['survivors'])})", ""]
+    for s in report["survivors"]:
+        desc = s.get("mutation", "")
+        lines.append(f"- `{s['name']}` ({s['status']}, `{s['function']}`): `{desc}`")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
