@@ -63,6 +63,7 @@ $(BIN)/.installed-mutation: $(BIN)/.installed pyproject.toml
 	touch $@
 
 mutation: $(BIN)/.installed-mutation
+	$(BIN)/python mutation/sample.py
 	$(BIN)/mutmut run --max-children $${MUTMUT_MAX_CHILDREN:-2}
 	$(BIN)/python benchmarks/mutation_report.py
 

@@ -14,6 +14,14 @@ Statuses are mutmut's (``mutmut.stats.status_by_exit_code``). Counting:
 * score = killed / (total - equivalent - skipped - not checked - interrupted); ``survived``,
   ``no tests`` (no selected test reaches the function) and ``suspicious`` count against it.
 
+Sampling (``mutation/scope.toml``, ``mutation/sample.py``): the modules it names are run on a fixed
+sample of their mutants; a mutant left out reads ``not sampled`` here (mutmut's ``skipped``) and is
+not counted. Each module gets its sample score with a 95% Wilson interval, and the scope gets a
+stratified estimate: ``sum_m N_m p_m / sum_m N_m`` over the modules with checked mutants, ``N_m``
+the module's mutants less its equivalent share, ``p_m`` its score on what was checked, with the
+standard error ``sqrt(sum_m (N_m/N)^2 p_m (1 - p_m) / n_m (1 - n_m/N_m))`` (zero for a module run
+in full).
+
 ``mutation/equivalent.toml`` is a table ``"<mutant name>" = "one-line reason"``; an entry that names
 no existing mutant, has an empty reason, or names a mutant the tests kill (so it is not
 equivalent) makes the script exit with status 1, naming the entry.
@@ -24,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import tomllib
@@ -38,7 +47,7 @@ OUT = ROOT / "benchmarks" / "results"
 log = logging.getLogger("mutation_report")
 
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
-EXCLUDED = {"skipped", "not checked", "check was interrupted by user"}
+EXCLUDED = {"skipped", "not sampled", "not checked", "check was interrupted by user"}
 NOT_KILLED = {"survived", "no tests", "suspicious"}
 
 
@@ -47,8 +56,14 @@ class BadEquivalent(Exception):
 
 
 def load_results() -> dict[str, dict]:
-    """``{mutant name: {"file", "function", "status", "exit_code"}}`` for every mutant of every
-    file ``[tool.mutmut]`` mutates (mutmut's config, meta files and status names)."""
+    """``{mutant name: {"file", "function", "status", "exit_code", "rate"}}`` for every mutant of
+    every file ``[tool.mutmut]`` mutates (mutmut's config, meta files and status names); ``rate``
+    is the file's sampling rate (1.0: run in full), ``status`` is ``not sampled`` for a mutant that
+    ``mutation/sample.py`` left out."""
+    sys.path.insert(0, str(ROOT / "mutation"))
+    from sample import in_sample, is_sampled_path, load_scope
+
+    rate, patterns = load_scope()
     from mutmut.mutation.data import SourceFileMutationData
     from mutmut.stats import status_by_exit_code
     from mutmut.utils.file_utils import walk_mutatable_files
@@ -60,11 +75,15 @@ def load_results() -> dict[str, dict]:
         data.load()
         for name, exit_code in data.exit_code_by_key.items():
             func, cls = orig_function_and_class_names_from_key(name)
+            status = status_by_exit_code[exit_code]
+            if status == "skipped" and not in_sample(name, str(path), rate, patterns):
+                status = "not sampled"
             results[name] = {
                 "file": str(path),
                 "function": f"{cls}.{func}" if cls else func,
-                "status": status_by_exit_code[exit_code],
+                "status": status,
                 "exit_code": exit_code,
+                "rate": rate if is_sampled_path(str(path), patterns) else 1.0,
             }
     return results
 
@@ -90,19 +109,61 @@ def load_equivalent(results: dict[str, dict]) -> dict[str, str]:
     return dict(table)
 
 
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """The Wilson score interval of ``k`` successes in ``n`` trials (95% for z = 1.96)."""
+    if n == 0:
+        return None
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return round(centre - half, 4), round(centre + half, 4)
+
+
 def counts(mutants: list[dict]) -> dict:
+    """One module's (or any set's) counts: ``checked`` = killed + not killed (the denominator),
+    ``population`` = its mutants less the equivalent ones (those found in a sample scaled up to
+    the module), ``score`` with its 95% Wilson interval."""
     by_status = Counter(m["status"] for m in mutants)
     equivalent = sum(m["equivalent"] for m in mutants)
     killed = sum(by_status[s] for s in KILLED)
     excluded = sum(by_status[s] for s in EXCLUDED)
     denominator = len(mutants) - equivalent - excluded
+    sampled = len(mutants) - by_status["not sampled"]
+    population = len(mutants) - (equivalent * len(mutants) / sampled if sampled else 0)
     return {
         "total": len(mutants),
+        "rate": max((m["rate"] for m in mutants), default=1.0),
         "by_status": dict(sorted(by_status.items())),
+        "checked": denominator,
+        "population": round(population, 1),
         "killed_incl_timeouts": killed,
         "equivalent": equivalent,
         "not_killed": sum(1 for m in mutants if m["status"] in NOT_KILLED and not m["equivalent"]),
         "score": round(killed / denominator, 4) if denominator else None,
+        "interval95": wilson(killed, denominator),
+    }
+
+
+def stratified(per_module: dict[str, dict]) -> dict:
+    """The score over the whole scope from each module's score, weighted by its population (see
+    the module docstring); modules with nothing checked are listed, not guessed."""
+    rows = [c for c in per_module.values() if c["checked"]]
+    total = sum(c["population"] for c in rows)
+    if not total:
+        return {"score": None}
+    est = sum(c["population"] * c["score"] for c in rows) / total
+    var = 0.0
+    for c in rows:
+        n, big_n, p = c["checked"], c["population"], c["score"]
+        fpc = max(0.0, 1.0 - n / big_n) if big_n else 0.0
+        var += (big_n / total) ** 2 * p * (1 - p) / n * fpc
+    se = math.sqrt(var)
+    return {
+        "score": round(est, 4),
+        "interval95": (round(est - 1.96 * se, 4), round(est + 1.96 * se, 4)),
+        "population": round(total, 1),
+        "checked": sum(c["checked"] for c in rows),
+        "modules_not_checked": sorted(f for f, c in per_module.items() if not c["checked"]),
     }
 
 
@@ -164,13 +225,15 @@ def main(argv: list[str] | None = None) -> int:
                     "mutants/mutmut-stats.json and run `mutmut run` again (a full stats run).",
                     len(no_tests), ", ".join(no_tests))
     meta = ROOT / "mutants" / "mutmut-stats.json"
+    per_module = {f: counts(ms) for f, ms in sorted(by_file.items())}
     report = {
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "mutmut_version": getattr(mutmut, "__version__", None),
         "counting": "killed = killed + timeout + segfault + caught by type check (timeouts count as killed); "
                     "score = killed / (total - equivalent - skipped - not checked - interrupted)",
         "overall": counts(mutants),
-        "per_module": {f: counts(ms) for f, ms in sorted(by_file.items())},
+        "per_module": per_module,
+        "estimate": stratified(per_module),
         "equivalent": equivalent,
         "survivors": survivors,
         "stats_file": str(meta.relative_to(ROOT)) if meta.exists() else None,
@@ -187,22 +250,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown(report: dict) -> str:
-    o = report["overall"]
-    score = lambda c: "n/a" if c["score"] is None else f"{100 * c['score']:.1f}%"  # noqa: E731
+    o, e = report["overall"], report["estimate"]
+    pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
+    score = lambda c: "n/a" if c["score"] is None else pct(c["score"])  # noqa: E731
+    interval = lambda c: "" if not c.get("interval95") else f"{pct(c['interval95'][0])}-{pct(c['interval95'][1])}"  # noqa: E731
     lines = [
         "# Mutation testing (mutmut)",
         "",
         f"Generated {report['generated']} with mutmut {report['mutmut_version']}. Timeouts count as killed; "
-        "score = killed / (total - equivalent - skipped - not checked).",
+        "score = killed / (total - equivalent - not sampled - not checked). Modules with a rate below 1 run "
+        "on a fixed sample of their mutants (mutation/scope.toml).",
         "",
-        f"**Overall: {score(o)}** ({o['killed_incl_timeouts']} killed of {o['total']}, {o['equivalent']} equivalent, "
-        f"{o['not_killed']} not killed; statuses {o['by_status']})",
+        f"**Estimated score over the scope: {score(e)}** (95% interval {interval(e)}; stratified over the "
+        f"modules, weighted by their {e.get('population', 0):.0f} mutants; {e.get('checked', 0)} checked)",
         "",
-        "| module | mutants | killed | equivalent | not killed | score |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"Over the checked mutants alone: {score(o)} ({o['killed_incl_timeouts']} killed of {o['checked']} checked, "
+        f"{o['equivalent']} equivalent, {o['not_killed']} not killed; statuses {o['by_status']})",
+        "",
+    ]
+    if e.get("modules_not_checked"):
+        lines += [f"Not yet checked: {', '.join(f'`{m}`' for m in e['modules_not_checked'])}", ""]
+    lines += [
+        "| module | mutants | rate | checked | killed | equivalent | not killed | score | 95% interval |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for f, c in report["per_module"].items():
-        lines.append(f"| `{f}` | {c['total']} | {c['killed_incl_timeouts']} | {c['equivalent']} | {c['not_killed']} | {score(c)} |")
+        lines.append(f"| `{f}` | {c['total']} | {c['rate']:g} | {c['checked']} | {c['killed_incl_timeouts']} | "
+                     f"{c['equivalent']} | {c['not_killed']} | {score(c)} | {interval(c)} |")
     lines += ["", f"## Not killed ({len(report['survivors'])})", ""]
     for s in report["survivors"]:
         desc = s.get("mutation", "")

@@ -270,8 +270,7 @@ def band_edges_sq(n: int) -> np.ndarray:
     return lower
 
 
-@lru_cache(maxsize=32)
-def _grid_numpy(n: int) -> dict[str, np.ndarray]:
+def _grid_numpy_uncached(n: int) -> dict[str, np.ndarray]:
     kn = n // 2
     nx = n // 2 + 1
     ky = np.fft.fftfreq(n, d=1.0 / n).round().astype(np.int64)  # rows, signed
@@ -353,8 +352,12 @@ def _grid_numpy(n: int) -> dict[str, np.ndarray]:
     )
 
 
-@lru_cache(maxsize=32)
-def spectral_grid(n: int, device: torch.device, dtype: torch.dtype) -> SpectralGrid:
+#: cached (lru_cache(maxsize=32)): mutmut mutates only undecorated functions, so the body is
+#: _grid_numpy_uncached and the cache is applied here
+_grid_numpy = lru_cache(maxsize=32)(_grid_numpy_uncached)
+
+
+def _spectral_grid_uncached(n: int, device: torch.device, dtype: torch.dtype) -> SpectralGrid:
     """The ``SpectralGrid`` of an ``n x n`` grid, built once per (n, device, dtype)."""
     g = _grid_numpy(n)
     f = {
@@ -362,6 +365,11 @@ def spectral_grid(n: int, device: torch.device, dtype: torch.dtype) -> SpectralG
         for k, v in g.items()
     }
     return SpectralGrid(n=n, kn=n // 2, high_start=-(-(n // 2) // 4), **f)
+
+
+#: cached (lru_cache(maxsize=32)): mutmut mutates only undecorated functions, so the body is
+#: _spectral_grid_uncached and the cache is applied here
+spectral_grid = lru_cache(maxsize=32)(_spectral_grid_uncached)
 
 
 # ----------------------------------------------------------------------------- prepared fields

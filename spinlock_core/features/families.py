@@ -109,8 +109,7 @@ def _summary_nan_per_traj(cfg: ExperimentConfig) -> np.ndarray:
     return nan
 
 
-@functools.lru_cache(maxsize=None)
-def _short_series_nan(t: int) -> np.ndarray:
+def _short_series_nan_uncached(t: int) -> np.ndarray:
     """Columns 0-119 that the SUMMARY NaN policy leaves undefined for ``t`` states (read off the
     implementation on a generic random trajectory, so it can never drift from it)."""
     import torch
@@ -120,6 +119,11 @@ def _short_series_nan(t: int) -> np.ndarray:
     traj = traj * torch.linspace(1.0, 2.0, t, dtype=torch.float64).view(1, 1, t, 1, 1, 1)
     pt = _summary.per_trajectory_features(traj, sensitivity=torch.zeros(1, 2, 10))
     return torch.isnan(pt[0]).any(0).numpy()
+
+
+#: cached (functools.lru_cache(maxsize=None)): mutmut mutates only undecorated functions, so the body is
+#: _short_series_nan_uncached and the cache is applied here
+_short_series_nan = functools.lru_cache(maxsize=None)(_short_series_nan_uncached)
 
 
 def documented_nan(path: str, cfg: ExperimentConfig) -> np.ndarray:

@@ -40,8 +40,7 @@ def wavenumber_magnitude(grid_size: int, half: bool = False) -> np.ndarray:
     return np.hypot(ky[:, None], kx[None, :])
 
 
-@functools.lru_cache(maxsize=64)
-def grf_filter(grid_size: int, length_scale: float) -> np.ndarray:
+def _grf_filter_uncached(grid_size: int, length_scale: float) -> np.ndarray:
     """Fourier multiplier that turns unit real white noise into a unit-variance GRF.
 
     ``a_k = sqrt(N * S_k / sum_full(S))`` with the DC bin set to 0, where the sum runs over the
@@ -60,6 +59,11 @@ def grf_filter(grid_size: int, length_scale: float) -> np.ndarray:
     a = np.sqrt(grid_size * grid_size * s / s.sum())[:, : grid_size // 2 + 1]
     a.setflags(write=False)
     return a
+
+
+#: cached (functools.lru_cache(maxsize=64)): mutmut mutates only undecorated functions, so the body is
+#: _grf_filter_uncached and the cache is applied here
+grf_filter = functools.lru_cache(maxsize=64)(_grf_filter_uncached)
 
 
 class GaussianRandomField(ICGenerator):

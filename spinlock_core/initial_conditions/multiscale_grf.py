@@ -32,12 +32,16 @@ class MultiscaleGRFParams(BaseModel):
         return v
 
 
-@functools.lru_cache(maxsize=64)
-def _summed_filter(grid_size: int, scales: tuple[float, ...]) -> np.ndarray:
+def _summed_filter_uncached(grid_size: int, scales: tuple[float, ...]) -> np.ndarray:
     """``sqrt(sum_s a_s^2)`` over the per-scale :func:`grf_filter`, read-only ``[H, W // 2 + 1]``."""
     amp = np.sqrt(sum(np.square(grf_filter(grid_size, s)) for s in scales))
     amp.setflags(write=False)
     return amp
+
+
+#: cached (functools.lru_cache(maxsize=64)): mutmut mutates only undecorated functions, so the body is
+#: _summed_filter_uncached and the cache is applied here
+_summed_filter = functools.lru_cache(maxsize=64)(_summed_filter_uncached)
 
 
 class MultiscaleGRF(ICGenerator):

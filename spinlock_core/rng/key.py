@@ -20,8 +20,7 @@ from .constants import MASK32
 __all__ = ["philox_key", "DrawKey"]
 
 
-@lru_cache(maxsize=4096)
-def philox_key(root: int, stage: str, index: int) -> tuple[int, int]:
+def _philox_key_uncached(root: int, stage: str, index: int) -> tuple[int, int]:
     """The two uint32 key words of ``SeedSequence([root, STAGES[stage], index])``.
 
     Raises:
@@ -29,6 +28,11 @@ def philox_key(root: int, stage: str, index: int) -> tuple[int, int]:
     """
     k0, k1 = seed_sequence(root, stage, index).generate_state(2, dtype=np.uint32)
     return int(k0), int(k1)
+
+
+#: cached (lru_cache(maxsize=4096)): mutmut mutates only undecorated functions, so the body is
+#: _philox_key_uncached and the cache is applied here
+philox_key = lru_cache(maxsize=4096)(_philox_key_uncached)
 
 
 def _check_word(name: str, value: int) -> int:

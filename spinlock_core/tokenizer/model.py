@@ -240,16 +240,16 @@ class CategoricalVQVAE(nn.Module):
             residual = residual - code
         return torch.stack(out)
 
-    @torch.no_grad()
     def tokenize(self, x) -> Tensor:
         """``x [B, F]`` -> tokens ``[B, C * 3]`` int64, in eval mode (no codebook update).
 
         Raises:
             ValueError: wrong shape or dtype of ``x``; a model without quantizers.
         """
-        self._require_quantizers("tokenize")
-        with self._evaluating():
-            return self.forward(x)["tokens"]
+        with torch.no_grad():  # a block, not a decorator: mutmut mutates only undecorated functions
+            self._require_quantizers("tokenize")
+            with self._evaluating():
+                return self.forward(x)["tokens"]
 
     def _check_tokens(self, tokens) -> Tensor:
         t = torch.as_tensor(tokens)
@@ -270,7 +270,6 @@ class CategoricalVQVAE(nn.Module):
             )
         return t
 
-    @torch.no_grad()
     def decode_tokens(self, tokens, levels: int = NUM_LEVELS) -> Tensor:
         """Tokens ``[B, C * 3]`` -> reconstruction ``[B, F]`` from the codes of the first
         ``levels`` levels of every category (``sum_{l < levels} q_l``, summed in level order as
@@ -280,28 +279,28 @@ class CategoricalVQVAE(nn.Module):
             ValueError: wrong shape, non-integer or out-of-range tokens (the column is named);
                 ``levels`` outside ``[1, 3]``; a model without quantizers.
         """
-        self._require_quantizers("decode_tokens")
-        if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or not 1 <= levels <= self.num_levels:
-            raise ValueError(f"levels must be an integer in [1, {self.num_levels}], got {levels!r}")
-        t = self._check_tokens(tokens)
-        parts = []
-        for c, cat in enumerate(self.categories):
-            codes = cat.rvq.get_codes_from_indices(t[:, c * self.num_levels:(c + 1) * self.num_levels])
-            q = codes[0]
-            for l in range(1, int(levels)):
-                q = q + codes[l]
-            parts.append(q)
-        with self._evaluating():
-            return self.decoder(torch.cat(parts, dim=1))
+        with torch.no_grad():  # a block, not a decorator: mutmut mutates only undecorated functions
+            self._require_quantizers("decode_tokens")
+            if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or not 1 <= levels <= self.num_levels:
+                raise ValueError(f"levels must be an integer in [1, {self.num_levels}], got {levels!r}")
+            t = self._check_tokens(tokens)
+            parts = []
+            for c, cat in enumerate(self.categories):
+                codes = cat.rvq.get_codes_from_indices(t[:, c * self.num_levels:(c + 1) * self.num_levels])
+                q = codes[0]
+                for l in range(1, int(levels)):
+                    q = q + codes[l]
+                parts.append(q)
+            with self._evaluating():
+                return self.decoder(torch.cat(parts, dim=1))
 
-    @torch.no_grad()
     def reconstruct_levels(self, x) -> list[Tensor]:
         """``x [B, F]`` -> the reconstructions ``[B, F]`` decoded from levels {0}, {0, 1},
         {0, 1, 2} (the last equals the eval-mode forward reconstruction)."""
-        tokens = self.tokenize(x)
-        return [self.decode_tokens(tokens, levels=l) for l in range(1, self.num_levels + 1)]
+        with torch.no_grad():  # a block, not a decorator: mutmut mutates only undecorated functions
+            tokens = self.tokenize(x)
+            return [self.decode_tokens(tokens, levels=l) for l in range(1, self.num_levels + 1)]
 
-    @torch.no_grad()
     def reseed_codes(self, x, dead: Tensor, generator: torch.Generator | None = None) -> int:
         """Re-seed the codes marked in ``dead`` from random rows of this batch.
 
@@ -317,31 +316,32 @@ class CategoricalVQVAE(nn.Module):
         reset_cluster_size``, the buffers the library's EMA update divides. Returns the number
         of codes re-seeded.
         """
-        self._require_quantizers("reseed_codes")
-        x = self._as_input(x)
-        dead = torch.as_tensor(dead, dtype=torch.bool, device=x.device)
-        if dead.shape != (sum(self.token_sizes),):
-            raise ValueError(f"dead must be a [{sum(self.token_sizes)}] bool mask (all codebooks), got shape {tuple(dead.shape)}")
-        offsets = np.cumsum([0, *self.token_sizes])
-        size, n = self.reset_cluster_size, 0
-        with self._evaluating():
-            for c, cat in enumerate(self.categories):
-                residual = cat.encoder(x.index_select(1, cat.columns))
-                for l, vq in enumerate(cat.rvq.layers):
-                    j = c * self.num_levels + l
-                    idx = dead[offsets[j]:offsets[j + 1]].nonzero().squeeze(1)
-                    if idx.numel():
-                        # the library's Codebook.replace writes the same buffers, but with its
-                        # reset size tied to the expiry threshold (0 would send the code to the
-                        # origin at the next EMA update) and draws from the global RNG
-                        if idx.numel() > residual.shape[0]:
-                            idx = idx[torch.randperm(idx.numel(), generator=generator, device=x.device)[:residual.shape[0]]]
-                        rows = torch.randperm(residual.shape[0], generator=generator, device=x.device)[:idx.numel()]
-                        book, new = vq._codebook, residual[rows].to(vq._codebook.embed.dtype)
-                        book.embed.data[0, idx] = new
-                        book.embed_avg.data[0, idx] = new * size
-                        book.cluster_size.data[0, idx] = size
-                        n += idx.numel()
-                    q, _, _ = vq(residual)
-                    residual = residual - q
-        return n
+        with torch.no_grad():  # a block, not a decorator: mutmut mutates only undecorated functions
+            self._require_quantizers("reseed_codes")
+            x = self._as_input(x)
+            dead = torch.as_tensor(dead, dtype=torch.bool, device=x.device)
+            if dead.shape != (sum(self.token_sizes),):
+                raise ValueError(f"dead must be a [{sum(self.token_sizes)}] bool mask (all codebooks), got shape {tuple(dead.shape)}")
+            offsets = np.cumsum([0, *self.token_sizes])
+            size, n = self.reset_cluster_size, 0
+            with self._evaluating():
+                for c, cat in enumerate(self.categories):
+                    residual = cat.encoder(x.index_select(1, cat.columns))
+                    for l, vq in enumerate(cat.rvq.layers):
+                        j = c * self.num_levels + l
+                        idx = dead[offsets[j]:offsets[j + 1]].nonzero().squeeze(1)
+                        if idx.numel():
+                            # the library's Codebook.replace writes the same buffers, but with its
+                            # reset size tied to the expiry threshold (0 would send the code to the
+                            # origin at the next EMA update) and draws from the global RNG
+                            if idx.numel() > residual.shape[0]:
+                                idx = idx[torch.randperm(idx.numel(), generator=generator, device=x.device)[:residual.shape[0]]]
+                            rows = torch.randperm(residual.shape[0], generator=generator, device=x.device)[:idx.numel()]
+                            book, new = vq._codebook, residual[rows].to(vq._codebook.embed.dtype)
+                            book.embed.data[0, idx] = new
+                            book.embed_avg.data[0, idx] = new * size
+                            book.cluster_size.data[0, idx] = size
+                            n += idx.numel()
+                        q, _, _ = vq(residual)
+                        residual = residual - q
+            return n

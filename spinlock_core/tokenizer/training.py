@@ -130,26 +130,26 @@ def _loss_terms(out: dict, xb: torch.Tensor, cfg) -> dict[str, torch.Tensor]:
     return terms
 
 
-@torch.no_grad()
 def _evaluate(model: CategoricalVQVAE, xv: torch.Tensor, cfg, chunk: int) -> dict:
     """Validation in eval mode on chunks of ``chunk`` rows (batch statistics as in training)."""
-    model.eval()
-    sums: dict[str, float] = {}
-    tokens = []
-    for start in range(0, xv.shape[0], chunk):
-        xb = xv[start:start + chunk]
-        out = model(xb)
-        terms = _loss_terms(out, xb, cfg) if xb.shape[0] >= 3 else {
-            "reconstruction": losses.reconstruction_loss(xb, out["reconstruction"]), "vq": out["commit_loss"]}
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + float(v) * xb.shape[0]
-        if out["tokens"] is not None:
-            tokens.append(out["tokens"].cpu())
-    model.train()
-    rec = sums["reconstruction"] / xv.shape[0]
-    rec_round = {f"val_{k}": v / xv.shape[0] for k, v in sums.items() if k not in ("reconstruction", "total")}
-    util = mean_utilization(torch.cat(tokens).numpy(), model.token_sizes) if tokens else float("nan")
-    return {"val_loss": rec, "val_quality": 1.0 - rec, "val_utilization": util, **rec_round}
+    with torch.no_grad():  # a block, not a decorator: mutmut mutates only undecorated functions
+        model.eval()
+        sums: dict[str, float] = {}
+        tokens = []
+        for start in range(0, xv.shape[0], chunk):
+            xb = xv[start:start + chunk]
+            out = model(xb)
+            terms = _loss_terms(out, xb, cfg) if xb.shape[0] >= 3 else {
+                "reconstruction": losses.reconstruction_loss(xb, out["reconstruction"]), "vq": out["commit_loss"]}
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * xb.shape[0]
+            if out["tokens"] is not None:
+                tokens.append(out["tokens"].cpu())
+        model.train()
+        rec = sums["reconstruction"] / xv.shape[0]
+        rec_round = {f"val_{k}": v / xv.shape[0] for k, v in sums.items() if k not in ("reconstruction", "total")}
+        util = mean_utilization(torch.cat(tokens).numpy(), model.token_sizes) if tokens else float("nan")
+        return {"val_loss": rec, "val_quality": 1.0 - rec, "val_utilization": util, **rec_round}
 
 
 def train_vqvae(

@@ -28,7 +28,16 @@ from tests.conftest import ROOT
 
 BIN = Path(sys.executable).parent
 
-__all__ = ["BIN", "free_port", "gql", "gql_data", "start", "stop", "wait_http", "group_alive", "tail"]
+__all__ = ["BIN", "DAEMON", "free_port", "gql", "gql_data", "start", "stop", "wait_http", "group_alive", "tail"]
+
+#: ``dagster-daemon`` itself (its console script's ``main``), with the backfill daemon's loop
+#: interval at 2 s instead of Dagster's fixed 30 s (``dagster._daemon.controller``'s
+#: ``DEFAULT_DAEMON_INTERVAL_SECONDS``, read by the backfill loop on each pass; no setting exposes
+#: it). A backfill then waits about 2 s, not up to 30, to be picked up and again to be marked
+#: completed; everything else is the real daemon, in the real process layout.
+DAEMON = [sys.executable, "-c",
+          "import sys, dagster._daemon.controller as c; c.DEFAULT_DAEMON_INTERVAL_SECONDS = 2; "
+          "from dagster._daemon.cli import main; sys.argv[0] = 'dagster-daemon'; sys.exit(main())"]
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from tests.conftest import ROOT
-from tests.e2e._dagster_servers import BIN, free_port, gql_data, start, stop, tail, wait_http
+from tests.e2e._dagster_servers import BIN, DAEMON, free_port, gql_data, start, stop, tail, wait_http
 
 PARTS = ["shard-0000", "shard-0001"]
 SHARD_ASSETS = ["initial_conditions", "rollouts", "features/summary", "features/temporal", "features/architecture"]
@@ -111,7 +111,7 @@ def test_daemon_runs_a_two_shard_backfill_launched_through_graphql(write_config,
     web = start([BIN / "dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", workspace], web_log, env)
     daemon = None
     try:
-        daemon = start([BIN / "dagster-daemon", "run", "-w", workspace], daemon_log, env)
+        daemon = start([*DAEMON, "run", "-w", workspace], daemon_log, env)
         ready_s = wait_http(port, web, web_log)
         entries = _wait("code location", lambda: gql_data(port, LOCATIONS)["workspaceOrError"]["locationEntries"],
                         lambda es: all(e["loadStatus"] == "LOADED" for e in es), 60, logs)

@@ -78,7 +78,6 @@ assert len(SUMMARY_NAMES) == 120 and len(set(SUMMARY_NAMES)) == 120
 assert SUMMARY_NAMES[SENSITIVITY_SLICE] == SENSITIVITY_NAMES
 
 
-@torch.no_grad()
 def per_trajectory_features(
     traj: Tensor,
     state_feats: Tensor | None = None,
@@ -101,19 +100,20 @@ def per_trajectory_features(
     Raises:
         ValueError: bad shapes (see ``_inputs.build_inputs``) or a sensitivity of the wrong shape.
     """
-    inputs = build_inputs(traj, state_feats)
-    N, M = traj.shape[:2]
-    if sensitivity is None:
-        sens = torch.full((N, M, len(SENSITIVITY_NAMES)), float("nan"), device=traj.device)
-    else:
-        if tuple(sensitivity.shape) != (N, M, len(SENSITIVITY_NAMES)):
-            raise ValueError(
-                f"sensitivity must have shape {(N, M, len(SENSITIVITY_NAMES))}, "
-                f"got {tuple(sensitivity.shape)}"
-            )
-        sens = sensitivity.to(device=traj.device)
-    blocks = [block.features(inputs).float() for block in BLOCKS]
-    return torch.cat([*blocks, sens.float()], dim=-1)
+    with torch.no_grad():  # a block, not a decorator: mutmut mutates only undecorated functions
+        inputs = build_inputs(traj, state_feats)
+        N, M = traj.shape[:2]
+        if sensitivity is None:
+            sens = torch.full((N, M, len(SENSITIVITY_NAMES)), float("nan"), device=traj.device)
+        else:
+            if tuple(sensitivity.shape) != (N, M, len(SENSITIVITY_NAMES)):
+                raise ValueError(
+                    f"sensitivity must have shape {(N, M, len(SENSITIVITY_NAMES))}, "
+                    f"got {tuple(sensitivity.shape)}"
+                )
+            sens = sensitivity.to(device=traj.device)
+        blocks = [block.features(inputs).float() for block in BLOCKS]
+        return torch.cat([*blocks, sens.float()], dim=-1)
 
 
 def aggregate(per_traj: Tensor) -> Tensor:

@@ -73,8 +73,7 @@ def gradient_kurtosis(gx: Tensor, gy: Tensor) -> Tensor:
     return torch.where(m2.sqrt() < 2 * _MOMENT_STD_MIN, torch.zeros_like(kurt), kurt)
 
 
-@functools.lru_cache(maxsize=16)
-def _ring_weights(H: int, W: int, device: str) -> tuple[Tensor, Tensor]:
+def _ring_weights_uncached(H: int, W: int, device: str) -> tuple[Tensor, Tensor]:
     """rfft2 bin weights: ``rings [H * (W//2 + 1), kN]`` (weight / ring size, so that ``P @ rings``
     is the ring average over the full plane) and ``total [H * (W//2 + 1)]`` (non-DC weights)."""
     ky = torch.fft.fftfreq(H, 1.0 / H, dtype=torch.float64)
@@ -98,6 +97,11 @@ def _ring_weights(H: int, W: int, device: str) -> tuple[Tensor, Tensor]:
         weights.reshape(-1, kN).to(device),
         total.reshape(-1).to(device),
     )
+
+
+#: cached (functools.lru_cache(maxsize=16)): mutmut mutates only undecorated functions, so the body is
+#: _ring_weights_uncached and the cache is applied here
+_ring_weights = functools.lru_cache(maxsize=16)(_ring_weights_uncached)
 
 
 def radial_distribution(u: Tensor) -> Tensor:
@@ -140,14 +144,18 @@ def flow_correlations(gx: Tensor, gy: Tensor, du: Tensor) -> Tensor:
     return torch.stack(out, dim=-1)
 
 
-@functools.lru_cache(maxsize=16)
-def _gaussian_transfer(H: int, W: int, device: str) -> Tensor:
+def _gaussian_transfer_uncached(H: int, W: int, device: str) -> Tensor:
     """rfft2 transfer function of a periodic Gaussian blur with sigma = H/32 pixels."""
     sigma = H / 32.0
     fy = torch.fft.fftfreq(H, dtype=torch.float64)  # cycles per pixel
     fx = torch.fft.rfftfreq(W, dtype=torch.float64)
     g = torch.exp(-2.0 * math.pi**2 * sigma**2 * (fy[:, None] ** 2 + fx[None, :] ** 2))
     return g.to(device)
+
+
+#: cached (functools.lru_cache(maxsize=16)): mutmut mutates only undecorated functions, so the body is
+#: _gaussian_transfer_uncached and the cache is applied here
+_gaussian_transfer = functools.lru_cache(maxsize=16)(_gaussian_transfer_uncached)
 
 
 def _histogram_entropy(f: Tensor, lo: Tensor, hi: Tensor, reference: Tensor) -> Tensor:

@@ -1,0 +1,143 @@
+"""Which mutants ``make mutation`` runs: every mutant of the science modules, a fixed random sample
+of the rest of the scope (``mutation/scope.toml``).
+
+mutmut mutates every file ``[tool.mutmut] only_mutate`` names. The generation science (operators,
+rollout, noise, seeding, sampling, initial conditions) is run mutant by mutant. The larger
+downstream modules (generation orchestration, features, tokenizer, storage) are run on a sample at
+``rate``: about 14,000 mutants at 20-90 a minute on 2 cores would take most of a day, while a
+sample gives each module's score within a stated interval (``benchmarks/mutation_report.py``
+reports the sample size, the score and its 95% interval, and the estimate over the whole scope).
+
+Membership is a pure function of the mutant's name: ``u = SHA-256(name) / 2^256 < rate`` (no
+``hash()``: it is salted per process). The same name is in or out on every machine and every run;
+a raised rate only adds mutants. A mutant left out is recorded in mutmut's meta file with exit code
+34 (mutmut's "skipped"), which ``mutmut run`` leaves alone; the report counts it as not sampled,
+never as a result. mutmut clears the verdicts of a function whose source changed, so this script
+runs after mutant generation and before ``mutmut run``, every time.
+
+    python mutation/sample.py          # generate mutants, mark the ones left out of the sample
+    python mutation/sample.py --list   # print the sampled mutants not yet checked
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import hashlib
+import logging
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCOPE = ROOT / "mutation" / "scope.toml"
+SKIPPED = 34  # mutmut.stats.status_by_exit_code[34] == "skipped"
+
+log = logging.getLogger("mutation.sample")
+
+
+def load_scope(path: Path = SCOPE) -> tuple[float, list[str]]:
+    """``(rate, patterns)`` of the sampled part of the scope, validated."""
+    try:
+        table = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise SystemExit(f"{path.relative_to(ROOT)}: cannot read: {e}") from e
+    sampled = table.get("sampled")
+    if not isinstance(sampled, dict):
+        raise SystemExit(f"{path.relative_to(ROOT)}: needs a [sampled] table")
+    rate, patterns = sampled.get("rate"), sampled.get("paths")
+    if not isinstance(rate, float) or not 0.0 < rate <= 1.0:
+        raise SystemExit(f"{path.relative_to(ROOT)}: sampled.rate must be a float in (0, 1], got {rate!r}")
+    if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
+        raise SystemExit(f"{path.relative_to(ROOT)}: sampled.paths must be a list of path patterns")
+    return rate, patterns
+
+
+def unit(name: str) -> float:
+    """The mutant's uniform draw in [0, 1): its name's SHA-256 read as a 256-bit fraction."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest(), "big") / 2.0**256
+
+
+def is_sampled_path(path: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatch(path, p) for p in patterns)
+
+
+def in_sample(name: str, path: str, rate: float, patterns: list[str]) -> bool:
+    """True if ``make mutation`` runs this mutant: a module run in full, or drawn into the sample."""
+    return not is_sampled_path(path, patterns) or unit(name) < rate
+
+
+def generate() -> None:
+    """mutmut's own mutant generation (the first step of ``mutmut run``), without running tests:
+    copies the sources to mutants/, writes new mutants and clears the verdicts of changed
+    functions. A file newly added to ``only_mutate`` is generated only if its copy in mutants/ is
+    older than the source (mutmut compares modification times): delete that copy."""
+    from mutmut.__main__ import create_mutants
+    from mutmut.mutation.trampoline import set_mutant_under_test
+    from mutmut.utils.file_utils import copy_also_copy_files, copy_src_dir, setup_source_paths
+
+    set_mutant_under_test("mutant_generation")
+    os.makedirs("mutants", exist_ok=True)
+    copy_src_dir()
+    copy_also_copy_files()
+    setup_source_paths()
+    sys.stdout.flush()
+    saved = os.dup(1)  # mutmut's workers print every path: keep stdout for --list
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            stats = create_mutants(os.cpu_count() or 2)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    log.info("mutants: %d files mutated, %d copied, %d unchanged", stats.mutated, stats.ignored, stats.unmodified)
+
+
+def mark(rate: float, patterns: list[str]) -> list[str]:
+    """Record exit code 34 for the mutants left out of the sample, clear it for those drawn in
+    (after a raised rate); return the sampled mutants not yet checked."""
+    from mutmut.mutation.data import SourceFileMutationData
+    from mutmut.utils.file_utils import walk_mutatable_files
+
+    todo, left_out, drawn = [], 0, 0
+    for path in walk_mutatable_files():
+        data = SourceFileMutationData(path=path)
+        data.load()
+        changed = False
+        for name, code in data.exit_code_by_key.items():
+            if in_sample(name, str(path), rate, patterns):
+                if is_sampled_path(str(path), patterns):
+                    drawn += 1
+                if code == SKIPPED:
+                    data.exit_code_by_key[name], changed = None, True
+                if data.exit_code_by_key[name] is None:
+                    todo.append(name)
+            else:
+                left_out += 1
+                if code != SKIPPED:
+                    data.exit_code_by_key[name], changed = SKIPPED, True
+        if changed:
+            data.save()
+    log.info("sampled modules at rate %.3f: %d mutants drawn, %d left out; %d mutants to run",
+             rate, drawn, left_out, len(todo))
+    return todo
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--list", action="store_true", help="print the sampled mutants not yet checked")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    os.chdir(ROOT)
+    rate, patterns = load_scope()
+    if not args.list:
+        generate()
+    todo = mark(rate, patterns)
+    if args.list:
+        print("\n".join(todo))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
