@@ -30,6 +30,7 @@ equivalent) makes the script exit with status 1, naming the entry.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import logging
 import math
@@ -47,7 +48,7 @@ OUT = ROOT / "benchmarks" / "results"
 log = logging.getLogger("mutation_report")
 
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
-EXCLUDED = {"skipped", "not sampled", "not checked", "check was interrupted by user"}
+EXCLUDED = {"skipped", "not sampled", "outside sample", "not checked", "check was interrupted by user"}
 NOT_KILLED = {"survived", "no tests", "suspicious"}
 
 
@@ -61,9 +62,9 @@ def load_results() -> dict[str, dict]:
     is the file's sampling rate (1.0: run in full), ``status`` is ``not sampled`` for a mutant that
     ``mutation/sample.py`` left out."""
     sys.path.insert(0, str(ROOT / "mutation"))
-    from sample import in_sample, is_sampled_path, load_scope
+    from sample import in_sample, load_scope, rate_of
 
-    rate, patterns = load_scope()
+    groups = load_scope()
     from mutmut.mutation.data import SourceFileMutationData
     from mutmut.stats import status_by_exit_code
     from mutmut.utils.file_utils import walk_mutatable_files
@@ -76,14 +77,16 @@ def load_results() -> dict[str, dict]:
         for name, exit_code in data.exit_code_by_key.items():
             func, cls = orig_function_and_class_names_from_key(name)
             status = status_by_exit_code[exit_code]
-            if status == "skipped" and not in_sample(name, str(path), rate, patterns):
-                status = "not sampled"
+            if not in_sample(name, str(path), groups):
+                # left out (skipped), or checked before the sample shrank: not part of the estimate
+                status = "not sampled" if status == "skipped" else "outside sample"
             results[name] = {
                 "file": str(path),
                 "function": f"{cls}.{func}" if cls else func,
                 "status": status,
                 "exit_code": exit_code,
-                "rate": rate if is_sampled_path(str(path), patterns) else 1.0,
+                "rate": rate_of(str(path), groups),
+                "group": next((i for i, (_, pats) in enumerate(groups) if any(fnmatch.fnmatch(str(path), p) for p in pats)), -1),
             }
     return results
 
@@ -128,7 +131,7 @@ def counts(mutants: list[dict]) -> dict:
     killed = sum(by_status[s] for s in KILLED)
     excluded = sum(by_status[s] for s in EXCLUDED)
     denominator = len(mutants) - equivalent - excluded
-    sampled = len(mutants) - by_status["not sampled"]
+    sampled = len(mutants) - by_status["not sampled"] - by_status["outside sample"]
     population = len(mutants) - (equivalent * len(mutants) / sampled if sampled else 0)
     return {
         "total": len(mutants),
@@ -144,16 +147,24 @@ def counts(mutants: list[dict]) -> dict:
     }
 
 
-def stratified(per_module: dict[str, dict]) -> dict:
-    """The score over the whole scope from each module's score, weighted by its population (see
-    the module docstring); modules with nothing checked are listed, not guessed."""
-    rows = [c for c in per_module.values() if c["checked"]]
-    total = sum(c["population"] for c in rows)
+def stratified(mutants: list[dict], groups: list[tuple[float, list[str]]]) -> dict:
+    """The score over the whole scope, stratified by sampling group: the files run in full form
+    one stratum (their exact counts), each ``[[sampled]]`` group of ``mutation/scope.toml``
+    another (a self-weighting sample: the pooled score of its checked mutants). Each stratum is
+    weighted by its population ``N_h`` (its mutants less the equivalent share), with the standard
+    error ``sqrt(sum_h (N_h/N)^2 p_h (1 - p_h) / n_h (1 - n_h/N_h))``; a stratum run in full and
+    wholly checked adds no error. A stratum with nothing checked is listed, not guessed."""
+    strata: dict[str, list[dict]] = defaultdict(list)
+    for m in mutants:
+        strata["full" if m["rate"] >= 1.0 else f"sampled at {m['rate']:g}: {', '.join(groups[m['group']][1])}"].append(m)
+    rows = {h: counts(ms) for h, ms in strata.items()}
+    checked = {h: c for h, c in rows.items() if c["checked"]}
+    total = sum(c["population"] for c in checked.values())
     if not total:
-        return {"score": None}
-    est = sum(c["population"] * c["score"] for c in rows) / total
+        return {"score": None, "strata": rows}
+    est = sum(c["population"] * c["score"] for c in checked.values()) / total
     var = 0.0
-    for c in rows:
+    for c in checked.values():
         n, big_n, p = c["checked"], c["population"], c["score"]
         fpc = max(0.0, 1.0 - n / big_n) if big_n else 0.0
         var += (big_n / total) ** 2 * p * (1 - p) / n * fpc
@@ -162,8 +173,10 @@ def stratified(per_module: dict[str, dict]) -> dict:
         "score": round(est, 4),
         "interval95": (round(est - 1.96 * se, 4), round(est + 1.96 * se, 4)),
         "population": round(total, 1),
-        "checked": sum(c["checked"] for c in rows),
-        "modules_not_checked": sorted(f for f, c in per_module.items() if not c["checked"]),
+        "checked": sum(c["checked"] for c in checked.values()),
+        "strata": rows,
+        "strata_not_checked": sorted(h for h in rows if h not in checked),
+        "not_yet_checked": sum(c["by_status"].get("not checked", 0) for c in rows.values()),
     }
 
 
@@ -187,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("no mutants/ folder: run `mutmut run` (make mutation) first")
         return 1
     results = load_results()
+    sys.path.insert(0, str(ROOT / "mutation"))
+    from sample import load_scope
+
+    groups = load_scope()
     if not results:
         log.error("mutants/ holds no results for the files [tool.mutmut] mutates: run `mutmut run`")
         return 1
@@ -233,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                     "score = killed / (total - equivalent - skipped - not checked - interrupted)",
         "overall": counts(mutants),
         "per_module": per_module,
-        "estimate": stratified(per_module),
+        "estimate": stratified(mutants, groups),
         "equivalent": equivalent,
         "survivors": survivors,
         "stats_file": str(meta.relative_to(ROOT)) if meta.exists() else None,
@@ -262,14 +279,20 @@ def markdown(report: dict) -> str:
         "on a fixed sample of their mutants (mutation/scope.toml).",
         "",
         f"**Estimated score over the scope: {score(e)}** (95% interval {interval(e)}; stratified over the "
-        f"modules, weighted by their {e.get('population', 0):.0f} mutants; {e.get('checked', 0)} checked)",
+        f"strata below, weighted by their {e.get('population', 0):.0f} mutants; {e.get('checked', 0)} checked, "
+        f"{e.get('not_yet_checked', 0)} drawn but not yet checked)",
         "",
         f"Over the checked mutants alone: {score(o)} ({o['killed_incl_timeouts']} killed of {o['checked']} checked, "
         f"{o['equivalent']} equivalent, {o['not_killed']} not killed; statuses {o['by_status']})",
         "",
     ]
-    if e.get("modules_not_checked"):
-        lines += [f"Not yet checked: {', '.join(f'`{m}`' for m in e['modules_not_checked'])}", ""]
+    if e.get("strata"):
+        lines += ["| stratum | mutants | checked | killed | not killed | not yet checked | score | 95% interval |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for h, c in e["strata"].items():
+            lines.append(f"| {h} | {c['total']} | {c['checked']} | {c['killed_incl_timeouts']} | {c['not_killed']} | "
+                         f"{c['by_status'].get('not checked', 0)} | {score(c)} | {interval(c)} |")
+        lines.append("")
     lines += [
         "| module | mutants | rate | checked | killed | equivalent | not killed | score | 95% interval |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",

@@ -8,11 +8,12 @@ downstream modules (generation orchestration, features, tokenizer, storage) are 
 sample gives each module's score within a stated interval (``benchmarks/mutation_report.py``
 reports the sample size, the score and its 95% interval, and the estimate over the whole scope).
 
-Membership is a pure function of the mutant's name: ``u = SHA-256(name) / 2^256 < rate`` (no
+Membership is a pure function of the mutant's name: ``u = SHA-256(name) / 2^256 < rate``, nested: a raised rate keeps every mutant already drawn (no
 ``hash()``: it is salted per process). The same name is in or out on every machine and every run;
-a raised rate only adds mutants. A mutant left out is recorded in mutmut's meta file with exit code
-34 (mutmut's "skipped"), which ``mutmut run`` leaves alone; the report counts it as not sampled,
-never as a result. mutmut clears the verdicts of a function whose source changed, so this script
+a raised rate only adds mutants. An unchecked mutant left out is recorded in mutmut's meta file with exit
+code 34 (mutmut's "skipped"), which ``mutmut run`` leaves alone; the report counts it as not
+sampled, never as a result, and leaves a mutant checked earlier but outside the sample out of its
+estimate. mutmut clears the verdicts of a function whose source changed, so this script
 runs after mutant generation and before ``mutmut run``, every time.
 
     python mutation/sample.py          # generate mutants, mark the ones left out of the sample
@@ -37,21 +38,25 @@ SKIPPED = 34  # mutmut.stats.status_by_exit_code[34] == "skipped"
 log = logging.getLogger("mutation.sample")
 
 
-def load_scope(path: Path = SCOPE) -> tuple[float, list[str]]:
-    """``(rate, patterns)`` of the sampled part of the scope, validated."""
+def load_scope(path: Path = SCOPE) -> list[tuple[float, list[str]]]:
+    """The sampled groups ``[(rate, path patterns)]``, validated."""
+    rel = path.relative_to(ROOT)
     try:
         table = tomllib.loads(path.read_text("utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise SystemExit(f"{path.relative_to(ROOT)}: cannot read: {e}") from e
-    sampled = table.get("sampled")
-    if not isinstance(sampled, dict):
-        raise SystemExit(f"{path.relative_to(ROOT)}: needs a [sampled] table")
-    rate, patterns = sampled.get("rate"), sampled.get("paths")
-    if not isinstance(rate, float) or not 0.0 < rate <= 1.0:
-        raise SystemExit(f"{path.relative_to(ROOT)}: sampled.rate must be a float in (0, 1], got {rate!r}")
-    if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
-        raise SystemExit(f"{path.relative_to(ROOT)}: sampled.paths must be a list of path patterns")
-    return rate, patterns
+        raise SystemExit(f"{rel}: cannot read: {e}") from e
+    groups = table.get("sampled")
+    if not isinstance(groups, list) or not groups:
+        raise SystemExit(f"{rel}: needs one or more [[sampled]] tables")
+    out = []
+    for i, g in enumerate(groups):
+        rate, patterns = g.get("rate"), g.get("paths")
+        if not isinstance(rate, float) or not 0.0 < rate <= 1.0:
+            raise SystemExit(f"{rel}: sampled[{i}].rate must be a float in (0, 1], got {rate!r}")
+        if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) and p for p in patterns):
+            raise SystemExit(f"{rel}: sampled[{i}].paths must be a non-empty list of path patterns")
+        out.append((rate, patterns))
+    return out
 
 
 def unit(name: str) -> float:
@@ -59,13 +64,18 @@ def unit(name: str) -> float:
     return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest(), "big") / 2.0**256
 
 
-def is_sampled_path(path: str, patterns: list[str]) -> bool:
-    return any(fnmatch.fnmatch(path, p) for p in patterns)
+def rate_of(path: str, groups: list[tuple[float, list[str]]]) -> float:
+    """The sampling rate of a mutated file: its first matching group's, 1.0 if none matches."""
+    for rate, patterns in groups:
+        if any(fnmatch.fnmatch(path, p) for p in patterns):
+            return rate
+    return 1.0
 
 
-def in_sample(name: str, path: str, rate: float, patterns: list[str]) -> bool:
-    """True if ``make mutation`` runs this mutant: a module run in full, or drawn into the sample."""
-    return not is_sampled_path(path, patterns) or unit(name) < rate
+def in_sample(name: str, path: str, groups: list[tuple[float, list[str]]]) -> bool:
+    """True if ``make mutation`` runs this mutant: a file run in full, or drawn into the sample."""
+    rate = rate_of(path, groups)
+    return rate >= 1.0 or unit(name) < rate
 
 
 def generate() -> None:
@@ -94,9 +104,11 @@ def generate() -> None:
     log.info("mutants: %d files mutated, %d copied, %d unchanged", stats.mutated, stats.ignored, stats.unmodified)
 
 
-def mark(rate: float, patterns: list[str]) -> list[str]:
-    """Record exit code 34 for the mutants left out of the sample, clear it for those drawn in
-    (after a raised rate); return the sampled mutants not yet checked."""
+def mark(groups: list[tuple[float, list[str]]]) -> list[str]:
+    """Record exit code 34 for the unchecked mutants left out of the sample, clear it for those
+    drawn in (after a raised rate); return the sampled mutants not yet checked. A verdict is never
+    discarded: a mutant checked earlier but outside the sample now keeps it (the report leaves it
+    out of the estimate, and it is back in use if a raised rate draws it in again)."""
     from mutmut.mutation.data import SourceFileMutationData
     from mutmut.utils.file_utils import walk_mutatable_files
 
@@ -104,23 +116,21 @@ def mark(rate: float, patterns: list[str]) -> list[str]:
     for path in walk_mutatable_files():
         data = SourceFileMutationData(path=path)
         data.load()
-        changed = False
+        changed, sampled_file = False, rate_of(str(path), groups) < 1.0
         for name, code in data.exit_code_by_key.items():
-            if in_sample(name, str(path), rate, patterns):
-                if is_sampled_path(str(path), patterns):
-                    drawn += 1
+            if in_sample(name, str(path), groups):
+                drawn += sampled_file
                 if code == SKIPPED:
                     data.exit_code_by_key[name], changed = None, True
                 if data.exit_code_by_key[name] is None:
                     todo.append(name)
             else:
                 left_out += 1
-                if code != SKIPPED:
+                if code is None:
                     data.exit_code_by_key[name], changed = SKIPPED, True
         if changed:
             data.save()
-    log.info("sampled modules at rate %.3f: %d mutants drawn, %d left out; %d mutants to run",
-             rate, drawn, left_out, len(todo))
+    log.info("sampled files: %d mutants drawn, %d left out; %d mutants to run", drawn, left_out, len(todo))
     return todo
 
 
@@ -130,10 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     os.chdir(ROOT)
-    rate, patterns = load_scope()
+    groups = load_scope()
     if not args.list:
         generate()
-    todo = mark(rate, patterns)
+    todo = mark(groups)
     if args.list:
         print("\n".join(todo))
     return 0
