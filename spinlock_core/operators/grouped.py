@@ -268,8 +268,9 @@ class GroupedOperator:
         for kind in sorted({self.specs[i].noise_type for i in live}):
             rows = [j for j, i in enumerate(live) if self.specs[i].noise_type == kind]
             eps[rows] = unit_noise_keys([keys[live[j]] for j in rows], NOISE, (c, hh, ww), kind, device=h.device)
-        # eps in h's dtype as draw_noise gives it, the product rounded once, as amp * eps is
-        eps = _correlate_many(eps, [self.specs[i].spatial_correlation for i in live]).to(h.dtype)
+        # eps in h's dtype before and after the filter, as draw_noise gives it (a bfloat16 operator
+        # filters its bfloat16-rounded draw), the product rounded once, as amp * eps is
+        eps = _correlate_many(eps.to(h.dtype), [self.specs[i].spatial_correlation for i in live])
         amp = torch.tensor([amps[i] for i in live], device=h.device, dtype=torch.float32)
         noise = torch.zeros(self.g, m, c, hh, ww, device=h.device, dtype=h.dtype)
         noise[live] = (amp.view(-1, 1, 1, 1, 1) * eps.float()).to(h.dtype)
@@ -295,7 +296,7 @@ def _correlate_many(eps: torch.Tensor, rhos: list[float]) -> torch.Tensor:
     ky = torch.fft.fftfreq(h, device=eps.device)
     kx = torch.fft.rfftfreq(w, device=eps.device)
     k2 = ky[:, None] ** 2 + kx[None, :] ** 2
-    coef = torch.tensor([-2 * math.pi**2 * (rhos[i] * h) ** 2 for i in rows], device=eps.device, dtype=torch.float32)
+    coef = torch.tensor([-2 * math.pi**2 * (rhos[i] * h) ** 2 for i in rows], device=eps.device, dtype=k2.dtype)
     filt = torch.exp(coef.view(-1, 1, 1, 1, 1) * k2)
     sub = eps[rows].float()
     out = torch.fft.irfft2(torch.fft.rfft2(sub) * filt, s=(h, w))
