@@ -263,7 +263,7 @@ def keep_mask_keys(
     stream, n = _check_stream(stream), _size(shape)
     if _backend(backend, device) == "numba":
         return torch.stack([keep_mask(k, stream, shape, p, device=device, backend="numba") for k, p in zip(keys, ps)])
-    thr = torch.tensor(thresholds, dtype=torch.int64)
+    thr = torch.tensor(thresholds, dtype=torch.int64, device=device)
 
     def fn(w0, w1, w2, w3, t):
         return tuple(x >= t for x in (w0, w1, w2, w3))
