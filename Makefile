@@ -55,15 +55,17 @@ bench: install
 production-smoke: install
 	$(BIN)/python benchmarks/production_smoke.py
 
-# mutation testing of the science modules ([tool.mutmut] in pyproject.toml; not part of `test`):
-# incremental (mutmut resumes and re-tests only changed functions; `rm -rf mutants` starts over),
-# then benchmarks/results/mutation.{json,md}. MUTMUT_MAX_CHILDREN workers (default 2).
+# mutation testing ([tool.mutmut] in pyproject.toml; not part of `test`): mutation/sample.py draws
+# the sample (mutation/scope.toml), mutmut runs it incrementally (it resumes and re-tests only
+# changed functions; `rm -rf mutants` starts over), then benchmarks/results/mutation.{json,md}.
+# MUTATION_RETEST=1 re-tests the survivors and timeouts against new tests; MUTMUT_MAX_CHILDREN
+# workers (default 2).
 $(BIN)/.installed-mutation: $(BIN)/.installed pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,mutation]'
 	touch $@
 
 mutation: $(BIN)/.installed-mutation
-	$(BIN)/python mutation/sample.py
+	$(BIN)/python mutation/sample.py $${MUTATION_RETEST:+--retest}
 	$(BIN)/mutmut run --max-children $${MUTMUT_MAX_CHILDREN:-2}
 	$(BIN)/python benchmarks/mutation_report.py
 

@@ -17,6 +17,7 @@ estimate. mutmut clears the verdicts of a function whose source changed, so this
 runs after mutant generation and before ``mutmut run``, every time.
 
     python mutation/sample.py          # generate mutants, mark the ones left out of the sample
+    python mutation/sample.py --retest # ... and clear the survivors' verdicts (re-test them)
     python mutation/sample.py --list   # print the sampled mutants not yet checked
 """
 
@@ -104,11 +105,21 @@ def generate() -> None:
     log.info("mutants: %d files mutated, %d copied, %d unchanged", stats.mutated, stats.ignored, stats.unmodified)
 
 
-def mark(groups: list[tuple[float, list[str]]]) -> list[str]:
+NO_TESTS = {5, 33}  # mutmut: "no tests"
+SURVIVED = 0
+TIMEOUTS = {36, -24, 24, 152, 255}  # counted as killed, but a loaded machine makes them: re-test
+
+
+def mark(groups: list[tuple[float, list[str]]], retest: bool = False) -> list[str]:
     """Record exit code 34 for the unchecked mutants left out of the sample, clear it for those
     drawn in (after a raised rate); return the sampled mutants not yet checked. A verdict is never
     discarded: a mutant checked earlier but outside the sample now keeps it (the report leaves it
-    out of the estimate, and it is back in use if a raised rate draws it in again)."""
+    out of the estimate, and it is back in use if a raised rate draws it in again).
+
+    A sampled mutant that read "no tests" is always cleared (mutmut ties tests to functions in its
+    stats run, so a function made mutable since then reads "no tests" until it is re-run; with no
+    test it costs nothing). ``retest`` also clears the survivors and the timeouts, so that ``mutmut run`` re-tests
+    them against the tests written since."""
     from mutmut.mutation.data import SourceFileMutationData
     from mutmut.utils.file_utils import walk_mutatable_files
 
@@ -120,7 +131,7 @@ def mark(groups: list[tuple[float, list[str]]]) -> list[str]:
         for name, code in data.exit_code_by_key.items():
             if in_sample(name, str(path), groups):
                 drawn += sampled_file
-                if code == SKIPPED:
+                if code == SKIPPED or code in NO_TESTS or (retest and (code == SURVIVED or code in TIMEOUTS)):
                     data.exit_code_by_key[name], changed = None, True
                 if data.exit_code_by_key[name] is None:
                     todo.append(name)
@@ -137,13 +148,14 @@ def mark(groups: list[tuple[float, list[str]]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--list", action="store_true", help="print the sampled mutants not yet checked")
+    ap.add_argument("--retest", action="store_true", help="clear the survivors' verdicts too (re-test them)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     os.chdir(ROOT)
     groups = load_scope()
     if not args.list:
         generate()
-    todo = mark(groups)
+    todo = mark(groups, retest=args.retest)
     if args.list:
         print("\n".join(todo))
     return 0
