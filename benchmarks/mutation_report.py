@@ -127,7 +127,8 @@ def counts(mutants: list[dict]) -> dict:
     ``population`` = its mutants less the equivalent ones (those found in a sample scaled up to
     the module), ``score`` with its 95% Wilson interval."""
     by_status = Counter(m["status"] for m in mutants)
-    equivalent = sum(m["equivalent"] for m in mutants)
+    # an equivalent mutant not (yet) checked is already out of the denominator as "not checked"
+    equivalent = sum(m["equivalent"] and m["status"] not in EXCLUDED for m in mutants)
     killed = sum(by_status[s] for s in KILLED)
     excluded = sum(by_status[s] for s in EXCLUDED)
     denominator = len(mutants) - equivalent - excluded
@@ -286,6 +287,10 @@ def markdown(report: dict) -> str:
         f"{o['equivalent']} equivalent, {o['not_killed']} not killed; statuses {o['by_status']})",
         "",
     ]
+    if e.get("not_yet_checked"):
+        lines += [f"**Incomplete:** {e['not_yet_checked']} mutants of the sample are not checked yet. mutmut runs "
+                  "the mutants with the fastest tests first, so the figures above are biased toward those; only a "
+                  "run with nothing left unchecked gives the estimate its stated meaning.", ""]
     if e.get("strata"):
         lines += ["| stratum | mutants | checked | killed | not killed | not yet checked | score | 95% interval |",
                   "|---|---:|---:|---:|---:|---:|---:|---|"]
