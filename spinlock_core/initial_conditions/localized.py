@@ -68,7 +68,8 @@ def gaussian_blobs(centres: np.ndarray, widths: np.ndarray, amplitudes: np.ndarr
 
     Returns:
         float64 ``[C, H, W]``: ``u[c] = sum_k amplitudes[k, c] * g_k`` with ``g_k`` the separable
-        periodic Gaussian (sum over periodic images) scaled to 1 at ``centres[k]``.
+        periodic Gaussian (sum over periodic images) scaled to 1 at ``centres[k]``; zeros for
+        ``K = 0``.
 
     Raises:
         ValueError: inconsistent shapes or a non-positive width.
@@ -80,6 +81,8 @@ def gaussian_blobs(centres: np.ndarray, widths: np.ndarray, amplitudes: np.ndarr
             f"expected centres [K, 2], widths [K], amplitudes [K, C]; got {centres.shape}, "
             f"{widths.shape}, {amplitudes.shape}"
         )
+    if k == 0:  # no blobs: the empty sum
+        return np.zeros((amplitudes.shape[1], grid_size, grid_size))
     if not np.all(widths > 0):
         raise ValueError(f"widths must be > 0, got min {widths.min()}")
     coords = np.arange(grid_size, dtype=np.float64)

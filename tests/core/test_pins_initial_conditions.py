@@ -645,3 +645,10 @@ class TestBaseChecks:
             localized.generate(p, 8, 1, rng(0))
         with pytest.raises(TypeError, match=r"^rng must be a numpy.random.Generator, got RandomState$"):
             gaussian_random_field.generate(p, 8, 1, np.random.RandomState(0))
+
+
+def test_gaussian_blobs_of_no_blobs_is_the_zero_field():
+    from spinlock_core.initial_conditions.localized import gaussian_blobs
+
+    u = gaussian_blobs(np.zeros((0, 2)), np.zeros(0), np.zeros((0, 3)), 8)
+    assert u.shape == (3, 8, 8) and u.dtype == np.float64 and not u.any()
