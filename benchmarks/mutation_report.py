@@ -30,7 +30,6 @@ equivalent) makes the script exit with status 1, naming the entry.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import logging
 import math
@@ -44,6 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EQUIVALENT = ROOT / "mutation" / "equivalent.toml"
 OUT = ROOT / "benchmarks" / "results"
+
+sys.path.insert(0, str(ROOT / "mutation"))  # mutation/sample.py: the sampling groups and membership
 
 log = logging.getLogger("mutation_report")
 
@@ -61,8 +62,7 @@ def load_results() -> dict[str, dict]:
     every file ``[tool.mutmut]`` mutates (mutmut's config, meta files and status names); ``rate``
     is the file's sampling rate (1.0: run in full), ``status`` is ``not sampled`` for a mutant that
     ``mutation/sample.py`` left out."""
-    sys.path.insert(0, str(ROOT / "mutation"))
-    from sample import in_sample, load_scope, rate_of
+    from sample import group_of, in_sample, load_scope, rate_of
 
     groups = load_scope()
     from mutmut.mutation.data import SourceFileMutationData
@@ -86,7 +86,7 @@ def load_results() -> dict[str, dict]:
                 "status": status,
                 "exit_code": exit_code,
                 "rate": rate_of(str(path), groups),
-                "group": next((i for i, (_, pats) in enumerate(groups) if any(fnmatch.fnmatch(str(path), p) for p in pats)), -1),
+                "group": group_of(str(path), groups),
             }
     return results
 
@@ -201,7 +201,6 @@ def main(argv: list[str] | None = None) -> int:
         log.error("no mutants/ folder: run `mutmut run` (make mutation) first")
         return 1
     results = load_results()
-    sys.path.insert(0, str(ROOT / "mutation"))
     from sample import load_scope
 
     groups = load_scope()

@@ -65,12 +65,18 @@ def unit(name: str) -> float:
     return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest(), "big") / 2.0**256
 
 
+def group_of(path: str, groups: list[tuple[float, list[str]]]) -> int:
+    """The index of the first group that matches a mutated file, -1 if none (run in full)."""
+    for i, (_, patterns) in enumerate(groups):
+        if any(fnmatch.fnmatch(path, p) for p in patterns):
+            return i
+    return -1
+
+
 def rate_of(path: str, groups: list[tuple[float, list[str]]]) -> float:
     """The sampling rate of a mutated file: its first matching group's, 1.0 if none matches."""
-    for rate, patterns in groups:
-        if any(fnmatch.fnmatch(path, p) for p in patterns):
-            return rate
-    return 1.0
+    i = group_of(path, groups)
+    return groups[i][0] if i >= 0 else 1.0
 
 
 def in_sample(name: str, path: str, groups: list[tuple[float, list[str]]]) -> bool:

@@ -182,10 +182,15 @@ def test_rollout_validation_messages():
         torch.empty(shape, dtype=torch.float64),  # the dtype alone
         torch.empty(shape, device=META),  # the device alone
     ]
-    for out in bad:
+    _assert_out_refused(lambda out: rollout(op, u0, out=out, **_kw()), shape, bad)
+
+
+def _assert_out_refused(call, shape, outs) -> None:
+    """Each ``out`` (wrong in one respect) is refused with the full message naming it."""
+    for out in outs:
         msg = f"out must be a float32 {shape} tensor on cpu, got {tuple(out.shape)} {out.dtype} on {out.device}"
         with pytest.raises(ValueError, match=re.escape(msg)):
-            rollout(op, u0, out=out, **_kw())
+            call(out)
 
 
 def test_rollout_group_validation_messages():
@@ -201,10 +206,8 @@ def test_rollout_group_validation_messages():
     with pytest.raises(ValueError, match="realizations and num_timesteps must be >= 1, got 2, 0"):
         rollout_group(group, u0, **_gkw(num_timesteps=0))
     shape = (2, M, T, 3, 8, 8)
-    for out in (torch.empty(2, M, T, 3, 8, 9), torch.empty(shape, dtype=torch.float64), torch.empty(shape, device=META)):
-        msg = f"out must be a float32 {shape} tensor on cpu, got {tuple(out.shape)} {out.dtype} on {out.device}"
-        with pytest.raises(ValueError, match=re.escape(msg)):
-            rollout_group(group, u0, out=out, **_gkw())
+    _assert_out_refused(lambda out: rollout_group(group, u0, out=out, **_gkw()), shape,
+                        (torch.empty(2, M, T, 3, 8, 9), torch.empty(shape, dtype=torch.float64), torch.empty(shape, device=META)))
 
 
 def test_rollout_group_one_realization_and_one_state():
