@@ -181,6 +181,27 @@ def stratified(mutants: list[dict], groups: list[tuple[float, list[str]]]) -> di
     }
 
 
+def fresh_draws(mutants: list[dict], groups: list[tuple[float, list[str]]], fresh_from: dict[int, float]) -> list[dict]:
+    """For each sampled group whose rate was raised after tests were written against its earlier
+    survivors (``fresh_from`` in ``mutation/scope.toml``): the counts of the earlier draw
+    (``u < fresh_from``, the mutants those tests were written against) and of the fresh draw
+    (``fresh_from <= u < rate``, mutants no test was written for), so that the estimate can be
+    checked for overfitting to its own sample."""
+    from sample import unit
+
+    out = []
+    for i, f in sorted(fresh_from.items()):
+        ms = [m for m in mutants if m["group"] == i and m["status"] not in {"not sampled", "outside sample"}]
+        out.append({
+            "group": ", ".join(groups[i][1]),
+            "fresh_from": f,
+            "rate": groups[i][0],
+            "earlier": counts([m for m in ms if unit(m["name"]) < f]),
+            "fresh": counts([m for m in ms if unit(m["name"]) >= f]),
+        })
+    return out
+
+
 def describe(diff: str) -> str:
     """The changed lines of a mutant's diff as ``old -> new`` (one line)."""
     minus = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")]
@@ -201,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("no mutants/ folder: run `mutmut run` (make mutation) first")
         return 1
     results = load_results()
-    from sample import load_scope
+    from sample import load_fresh_from, load_scope
 
     groups = load_scope()
     if not results:
@@ -251,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         "overall": counts(mutants),
         "per_module": per_module,
         "estimate": stratified(mutants, groups),
+        "fresh_draws": fresh_draws(mutants, groups, load_fresh_from()),
         "equivalent": equivalent,
         "survivors": survivors,
         "stats_file": str(meta.relative_to(ROOT)) if meta.exists() else None,
@@ -296,6 +318,17 @@ def markdown(report: dict) -> str:
         for h, c in e["strata"].items():
             lines.append(f"| {h} | {c['total']} | {c['checked']} | {c['killed_incl_timeouts']} | {c['not_killed']} | "
                          f"{c['by_status'].get('not checked', 0)} | {score(c)} | {interval(c)} |")
+        lines.append("")
+    if report.get("fresh_draws"):
+        lines += ["Tests were written against the survivors of a smaller sample before its rate was raised; the "
+                  "mutants added by the raise are a fresh draw no test was written for:", "",
+                  "| group | draw | checked | killed | not killed | not yet checked | score | 95% interval |",
+                  "|---|---|---:|---:|---:|---:|---:|---|"]
+        for d in report["fresh_draws"]:
+            for label, c in ((f"earlier (u < {d['fresh_from']:g})", d["earlier"]),
+                             (f"fresh ({d['fresh_from']:g} <= u < {d['rate']:g})", d["fresh"])):
+                lines.append(f"| {d['group']} | {label} | {c['checked']} | {c['killed_incl_timeouts']} | "
+                             f"{c['not_killed']} | {c['by_status'].get('not checked', 0)} | {score(c)} | {interval(c)} |")
         lines.append("")
     lines += [
         "| module | mutants | rate | checked | killed | equivalent | not killed | score | 95% interval |",

@@ -34,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCOPE = ROOT / "mutation" / "scope.toml"
+EQUIVALENT = ROOT / "mutation" / "equivalent.toml"
 SKIPPED = 34  # mutmut.stats.status_by_exit_code[34] == "skipped"
 
 log = logging.getLogger("mutation.sample")
@@ -57,6 +58,33 @@ def load_scope(path: Path = SCOPE) -> list[tuple[float, list[str]]]:
         if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) and p for p in patterns):
             raise SystemExit(f"{rel}: sampled[{i}].paths must be a non-empty list of path patterns")
         out.append((rate, patterns))
+    return out
+
+
+def load_equivalent_names(path: Path = EQUIVALENT) -> frozenset[str]:
+    """The mutants listed as equivalent (``mutation/equivalent.toml``; the report validates the
+    entries): ``--retest`` keeps their verdicts, since no new test can kill them."""
+    if not path.exists():
+        return frozenset()
+    try:
+        return frozenset(tomllib.loads(path.read_text("utf-8")))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise SystemExit(f"{path.relative_to(ROOT)}: cannot read: {e}") from e
+
+
+def load_fresh_from(path: Path = SCOPE) -> dict[int, float]:
+    """``{group index: fresh_from}`` for the ``[[sampled]]`` groups whose rate was raised after
+    tests were written against the survivors of the smaller sample: the mutants with
+    ``fresh_from <= u < rate`` are a fresh draw those tests never saw, and their score measures
+    how well the tests generalise (``benchmarks/mutation_report.py`` reports both draws)."""
+    rel = path.relative_to(ROOT)
+    out = {}
+    for i, g in enumerate(tomllib.loads(path.read_text("utf-8")).get("sampled", [])):
+        if "fresh_from" in g:
+            f = g["fresh_from"]
+            if not isinstance(f, float) or not 0.0 < f < g.get("rate", 0.0):
+                raise SystemExit(f"{rel}: sampled[{i}].fresh_from must be a float in (0, rate), got {f!r}")
+            out[i] = f
     return out
 
 
@@ -116,7 +144,7 @@ SURVIVED = 0
 TIMEOUTS = {36, -24, 24, 152, 255}  # counted as killed, but a loaded machine makes them: re-test
 
 
-def mark(groups: list[tuple[float, list[str]]], retest: bool = False) -> list[str]:
+def mark(groups: list[tuple[float, list[str]]], retest: bool = False, keep: frozenset[str] = frozenset()) -> list[str]:
     """Record exit code 34 for the unchecked mutants left out of the sample, clear it for those
     drawn in (after a raised rate); return the sampled mutants not yet checked. A verdict is never
     discarded: a mutant checked earlier but outside the sample now keeps it (the report leaves it
@@ -125,7 +153,7 @@ def mark(groups: list[tuple[float, list[str]]], retest: bool = False) -> list[st
     A sampled mutant that read "no tests" is always cleared (mutmut ties tests to functions in its
     stats run, so a function made mutable since then reads "no tests" until it is re-run; with no
     test it costs nothing). ``retest`` also clears the survivors and the timeouts, so that ``mutmut run`` re-tests
-    them against the tests written since."""
+    them against the tests written since, except the mutants in ``keep`` (the equivalent ones)."""
     from mutmut.mutation.data import SourceFileMutationData
     from mutmut.utils.file_utils import walk_mutatable_files
 
@@ -137,7 +165,7 @@ def mark(groups: list[tuple[float, list[str]]], retest: bool = False) -> list[st
         for name, code in data.exit_code_by_key.items():
             if in_sample(name, str(path), groups):
                 drawn += sampled_file
-                if code == SKIPPED or code in NO_TESTS or (retest and (code == SURVIVED or code in TIMEOUTS)):
+                if code == SKIPPED or code in NO_TESTS or (retest and name not in keep and (code == SURVIVED or code in TIMEOUTS)):
                     data.exit_code_by_key[name], changed = None, True
                 if data.exit_code_by_key[name] is None:
                     todo.append(name)
@@ -161,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     groups = load_scope()
     if not args.list:
         generate()
-    todo = mark(groups, retest=args.retest)
+    todo = mark(groups, retest=args.retest, keep=load_equivalent_names())
     if args.list:
         print("\n".join(todo))
     return 0

@@ -398,3 +398,53 @@ def test_grouped_block_to_moves_every_tensor(normalization):
         tensors = [blk.conv.weight, blk.scales]
         tensors += [blk.conv.bias] if normalization == "none" else [blk.norm_weight, blk.norm_bias]
         assert all(t is not None and t.device == META for t in tensors)
+
+
+class _CompileSpy:
+    """Stands in for ``torch.compile`` (inductor takes tens of seconds on the CPU, and CUDA graphs
+    need a GPU; ``test_grouped_rollout.py`` runs the real thing): records the options and returns
+    a function that gives one static output buffer, as a CUDA-graph replay does."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, fn, **opts):
+        self.calls.append(opts)
+        buf = {}
+
+        def compiled(x):
+            out = fn(x)
+            if "t" not in buf:
+                buf["t"] = out
+            buf["t"].copy_(out)  # every replay writes the same memory
+            return buf["t"]
+
+        compiled.original, compiled.buffer = fn, buf
+        return compiled
+
+
+def test_compile_options_and_cuda_graph_outputs_cloned(monkeypatch):
+    spy = _CompileSpy()
+    monkeypatch.setattr(torch, "compile", spy)
+    ops = _ops(2, num_layers=2)
+    eager = GroupedOperator(ops)
+    g = GroupedOperator(ops)
+    cores, head = [b.core for b in g.blocks], g.head
+    g.compile("torch_compile")
+    # static shapes, inductor's default mode, the compiled functions used as they are
+    assert spy.calls == [{"dynamic": False, "mode": "default"}] * (len(cores) + 1)
+    assert [b.core.original for b in g.blocks] == cores and g.head.original is head
+    spy.calls.clear()
+    graphed = GroupedOperator(ops)
+    graphed.device = torch.device("cuda")  # the device check only reads the type
+    cores = [b.core for b in graphed.blocks]
+    graphed.compile("cuda_graphs")
+    assert spy.calls == [{"dynamic": False, "mode": "reduce-overhead"}] * (len(cores) + 1)
+    u = torch.randn(2, 6, 8, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = eager(u)
+        got = graphed(u)
+        again = graphed(2 * u)
+    # each output is a copy of the replay buffer, so the next replay does not overwrite it
+    assert torch.equal(got, want) and not torch.equal(got, again)
+    assert got.data_ptr() != again.data_ptr()

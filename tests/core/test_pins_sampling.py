@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from spinlock_core.config.parameters import BooleanParam, ChoiceParam, ContinuousParam, IntegerParam, ParameterSpace
 from spinlock_core.sampling import normalized_params
@@ -95,3 +96,29 @@ def test_owen_scramble_is_burleys_hash_on_32_bit_fixed_point():
     np.testing.assert_array_equal(got, want)
     # 0 and 2^-32 are different fixed-point cells, so they stay different (a bijection on cells)
     assert got[0, 0] != got[1, 0]
+
+
+def _quality_cfg(points: int, strata: int, shard: int, shards: int):
+    from types import SimpleNamespace as NS
+
+    return NS(sampling=NS(validation=NS(discrepancy_points=points), stratification=NS(num_strata_per_dim=strata)),
+              dataset=NS(storage=NS(shard_size=shard)), num_shards=shards)
+
+
+def test_sample_quality_for_reads_the_experiments_cap_strata_and_shards():
+    from scipy.stats import qmc
+
+    from spinlock_core.sampling.quality import sample_quality_for
+
+    unit = np.random.default_rng(4).random((40, 3))
+    # 40 points over a cap of 20: the first 16 (largest power of two <= 20); 4 strata; shards of 15
+    q = sample_quality_for(unit, _quality_cfg(20, 4, 15, 3))
+    assert q.discrepancy_n == 16 and q.discrepancy == pytest.approx(qmc.discrepancy(unit[:16], method="CD"), rel=1e-12)
+    assert q.num_strata == 4
+    assert q.min_stratum_count == min(np.bincount(np.minimum((unit[:, j] * 4).astype(int), 3), minlength=4).min() for j in range(3))
+    assert q.block_size == 15 and [(b.start, b.n) for b in q.blocks] == [(0, 15), (15, 15), (30, 10)]
+    assert q.blocks[2].discrepancy == pytest.approx(qmc.discrepancy(unit[30:40], method="CD"), rel=1e-12)
+    assert sample_quality_for(unit, _quality_cfg(64, 4, 20, 2)).block_size == 20  # two shards are blocks too
+    # one shard: no per-block measurement
+    q1 = sample_quality_for(unit, _quality_cfg(64, 4, 15, 1))
+    assert q1.discrepancy_n == 40 and q1.block_size == 0 and q1.blocks == []
