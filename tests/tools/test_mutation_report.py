@@ -85,3 +85,22 @@ def test_fresh_draw_splits_the_sample_at_fresh_from():
     n_early = sum(sample.unit(n) < 0.03 for n in drawn)
     assert d["earlier"]["checked"] == n_early and d["earlier"]["score"] == 1.0
     assert d["fresh"]["checked"] == len(drawn) - n_early and d["fresh"]["score"] == 0.0
+
+
+def test_a_targeted_group_is_scored_on_its_fresh_draw_alone():
+    groups = [(0.5, ["pkg/*"])]
+    names = [f"m.x_h__mutmut_{i}" for i in range(400)]
+    drawn = [n for n in names if sample.unit(n) < 0.5]
+    # the earlier draw (u < 0.2) all killed after targeting; the fresh draw killed at 3 in 4
+    fresh = [n for n in drawn if sample.unit(n) >= 0.2]
+    ms = [_m(n, "killed", 0.5, 0) for n in drawn if sample.unit(n) < 0.2]
+    ms += [_m(n, "survived" if i % 4 == 0 else "killed", 0.5, 0) for i, n in enumerate(fresh)]
+    ms += [_m(n, "not sampled", 0.5, 0) for n in names if sample.unit(n) >= 0.5]
+    p = sum(i % 4 != 0 for i in range(len(fresh))) / len(fresh)
+    e = mr.stratified(ms, groups, {0: 0.2})
+    n, big_n = len(fresh), 400
+    se = math.sqrt(p * (1 - p) / n * (1 - n / big_n))
+    assert e["score"] == pytest.approx(p, abs=1e-4) and e["checked"] == n
+    assert e["interval95"] == pytest.approx((p - 1.96 * se, p + 1.96 * se), abs=1e-4)
+    whole = mr.stratified(ms, groups)
+    assert whole["score"] == pytest.approx(1 - (len(fresh) + 3) // 4 / len(drawn), abs=1e-4)
