@@ -248,16 +248,22 @@ def _fake_simulate(calls: list, arrays: dict, traj: torch.Tensor):
     return fake
 
 
+def _sim_shard(write_config, tmp_path, shard: int, seed: int):
+    """The small simulation config with parameters and shard ``shard``'s ICs on disk, and a random
+    trajectory ``[4, 1, 2, 3, 16, 16]`` for the stand-in simulator."""
+    cfg = _cfg(write_config, **SIM)
+    paths = ExperimentPaths.for_config(cfg, tmp_path)
+    write_parameters(cfg, paths)
+    write_initial_conditions(cfg, paths, shard)
+    return cfg, paths, torch.randn(4, 1, 2, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
 def test_simulate_shard_writes_rollouts_and_family_files_with_their_attrs(write_config, tmp_path, monkeypatch):
     from spinlock_core.features import temporal as _temporal
     from spinlock_core.features.extract import RolloutFeatures
     from spinlock_core.features.families import feature_names
 
-    cfg = _cfg(write_config, **SIM)
-    paths = ExperimentPaths.for_config(cfg, tmp_path)
-    write_parameters(cfg, paths)
-    write_initial_conditions(cfg, paths, 1)
-    traj = torch.randn(4, 1, 2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    cfg, paths, traj = _sim_shard(write_config, tmp_path, 1, 0)
     calls: list = []
     monkeypatch.setattr(stages_mod, "simulate_operators", _fake_simulate(calls, _rollout_arrays(1), traj))
     seen = []
@@ -304,11 +310,7 @@ def test_simulate_shard_writes_rollouts_and_family_files_with_their_attrs(write_
 
 
 def test_simulate_shard_gates_each_file_and_can_skip_the_rollout_file(write_config, tmp_path, monkeypatch):
-    cfg = _cfg(write_config, **SIM)
-    paths = ExperimentPaths.for_config(cfg, tmp_path)
-    write_parameters(cfg, paths)
-    write_initial_conditions(cfg, paths, 0)
-    traj = torch.randn(4, 1, 2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    cfg, paths, traj = _sim_shard(write_config, tmp_path, 0, 1)
     bad = _rollout_arrays(0, ["residual", "bogus", "residual", "convex"])  # an unknown policy: blocking
     calls: list = []
     monkeypatch.setattr(stages_mod, "simulate_operators", _fake_simulate(calls, bad, traj))
