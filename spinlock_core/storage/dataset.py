@@ -257,7 +257,7 @@ def describe(path: Path | str, *, nan_counts: bool = True) -> dict[str, Any]:
                 try:
                     counts = np.zeros(ds.shape[-1], dtype=np.int64)
                     step = max(1, (64 * 2**20) // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:]))))
-                    for i in range(0, ds.shape[0], step):
+                    for i in range(0, ds.shape[0] if ds.shape[-1] else 0, step):  # no columns: nothing to count
                         block = ds[i : i + step]
                         counts += np.isnan(block).reshape(-1, ds.shape[-1]).sum(axis=0)
                 except OSError as e:

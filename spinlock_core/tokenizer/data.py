@@ -276,7 +276,9 @@ class ArrayFeatures:
     def matrix(self, family: str, *, blocks: tuple[str, ...] = ("mean",), expected: list[str] | None = None):
         x = self._get(family, 2).astype(np.float64)
         width = len(_summary.SUMMARY_NAMES)
-        if family == "summary" and x.shape[1] == len(_summary.AGGREGATED_NAMES) and len(blocks) < len(SUMMARY_BLOCKS):
+        # [N, 360] is the stored layout (mean | std | cv): pick and order the blocks as a FeatureFile
+        # does, also when all three are asked for in another order
+        if family == "summary" and x.shape[1] == len(_summary.AGGREGATED_NAMES) and tuple(blocks) != SUMMARY_BLOCKS:
             x = x[:, [SUMMARY_BLOCKS.index(b) * width + j for b in blocks for j in range(width)]]
         if expected is not None and x.shape[1] != len(expected):
             raise TokenizerDataError(f"{family} has {x.shape[1]} columns, the tokenizer was trained on {len(expected)}")

@@ -669,6 +669,17 @@ def test_describe_nan_counts_without_nan_and_with_unnamed_features(tmp_path):
     assert ds["features/x"]["nan_total"] == 1 and ds["features/x"]["nan_per_feature"] == {"f4": 1}
 
 
+def test_describe_counts_nothing_in_a_feature_dataset_without_columns(tmp_path):
+    """``[N, 0]`` (a family with every column removed): described with zero NaNs, not numpy's
+    reshape error."""
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["layout_version"] = "1.1"
+        f.create_dataset("features/none", data=np.zeros((3, 0), dtype=np.float32))
+    (d,) = describe(path)["datasets"]
+    assert d["shape"] == [3, 0] and d["nan_total"] == 0 and d["nan_per_feature"] == {}
+
+
 def test_describe_reads_feature_datasets_in_blocks_of_64_mib(tmp_path, monkeypatch):
     """Rows of 13 MiB: 64 MiB // 13 MiB = 4 rows per read."""
     path = tmp_path / "big.h5"

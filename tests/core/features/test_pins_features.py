@@ -28,13 +28,7 @@ from spinlock_core.rng import DRAW_A, DRAW_B, PERTURBATION, POWER_START, DrawKey
 E = math.exp(-1.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread (several spin-waiting threads cost 10-40x on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread (conftest.py)
 
 
 # --------------------------------------------------------------------------- correlation length
