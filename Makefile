@@ -30,10 +30,8 @@ instance: install
 demo: install instance
 	$(BIN)/python -m spinlock_assets.materialize
 
-# two workers (pytest-xdist); the tests that start Dagster processes run one at a time on one of
-# them (tests/conftest.py groups them), the other modules share the second
 test: install
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q
 
 # the webserver and the daemon (schedules, sensors, automation, backfills, the run queue)
 ui: install instance

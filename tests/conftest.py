@@ -144,18 +144,3 @@ def build_dataset(root: Path, **overrides):
     consolidate(cfg, paths, ["initial_conditions", "rollouts", "features_summary", "features_temporal",
                              "features_architecture"])
     return paths
-
-
-#: test folders whose tests start Dagster processes, servers or whole materializations
-SERIAL_FOLDERS = ("tests/e2e/", "tests/assets/")
-
-
-def pytest_collection_modifyitems(config, items):
-    """Groups for ``make test``'s ``pytest -n 2 --dist loadgroup`` (pytest-xdist): the tests under
-    SERIAL_FOLDERS form one group, run one after another on one worker as in a serial run (two of
-    them at once on 2 cores would crowd each other's start-up timeouts); every other test module is
-    a group of its own, so its module fixtures are built once. Without xdist the marks do nothing."""
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        group = "dagster-processes" if path.startswith(SERIAL_FOLDERS) else path
-        item.add_marker(pytest.mark.xdist_group(group))
