@@ -12,7 +12,6 @@ import warnings
 import h5py
 import numpy as np
 import pytest
-import torch
 from torch import nn
 
 from spinlock_core.config import load_experiment
