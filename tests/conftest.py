@@ -3,12 +3,37 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs two workers on 2 cores), each worker and the processes
+    its tests start (Dagster runs, servers, CLIs) compute on one OpenMP thread: two workers of
+    torch's default two threads each spin-wait against each other and ran the suite slower than
+    one process. Read by torch when it loads, which is after this hook; tests that need more
+    threads set them with ``torch.set_num_threads``. Without xdist nothing changes."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+#: test folders in the order they start: the slowest first (the end-to-end tests start Dagster
+#: processes and servers, the asset tests materialize graphs), so that pytest-xdist hands out the
+#: long files while the many short core files are left to even out the end of the run
+FIRST = ("tests/e2e/", "tests/assets/")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        return next((i for i, p in enumerate(FIRST) if item.nodeid.startswith(p)), len(FIRST))
+
+    items.sort(key=rank)  # stable: files and tests keep their order within a rank
 
 TINY = {
     "version": "1.0",
