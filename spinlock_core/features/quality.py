@@ -121,6 +121,9 @@ def feature_report(path: str, values: np.ndarray, names: tuple[str, ...], cfg: E
     short = path.startswith("features/summary") and cfg.simulation.num_timesteps < MIN_STATES_FOR_CONSTANT
     if n >= MIN_OPERATORS_FOR_CONSTANT:
         per_op = values.reshape(n, -1, values.shape[-1]).astype(np.float64)
+        # constancy is judged on finite values: a single ±Inf would make spread and scale both
+        # Inf, and `inf > inf` is False (the column would read "constant" beside its nan_inf error)
+        per_op[~np.isfinite(per_op)] = np.nan
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             spread = np.nanmax(np.abs(per_op - per_op[:1]), axis=(0, 1)) if n > 1 else np.zeros(len(names))

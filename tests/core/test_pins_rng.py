@@ -381,3 +381,54 @@ def test_cuda_batched_draws_under_autocast_equal_the_cpu():
         kk = keep_mask_keys(keys, 1, (4, 1000), [0.2, 0.5], device="cuda")
     np.testing.assert_array_equal(_bits(gk.cpu()), _bits(unit_noise_keys(keys, NOISE, (4, 1000), "gaussian")))
     assert torch.equal(kk.cpu(), keep_mask_keys(keys, 1, (4, 1000), [0.2, 0.5]))
+
+
+def test_auto_backend_is_the_numba_kernel_on_the_cpu_and_torch_elsewhere():
+    """``backend="auto"`` resolves to the numba kernel on the CPU (the fast path the benchmarks
+    measure) and to torch on every other device; ``"numba"`` off the CPU and unknown names are
+    refused with messages that name the device or the known backends. The two backends give the
+    same bits (tested above), so only this resolution tells which one runs."""
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda", 0), torch.device("mps")
+    assert D._backend("auto", cpu) == "numba"
+    assert D._backend("auto", cuda) == "torch" and D._backend("auto", mps) == "torch"
+    assert D._backend("torch", cpu) == "torch" and D._backend("numba", cpu) == "numba"
+    assert D._backend("torch", cuda) == "torch"
+    with pytest.raises(ValueError, match=r"^backend 'numba' runs on the CPU only, not on cuda:0$"):
+        D._backend("numba", cuda)
+    with pytest.raises(ValueError, match=r"^backend: unknown 'gpu'; known: \('auto', 'numba', 'torch'\)$"):
+        D._backend("gpu", cpu)
+
+
+_KEY = DrawKey(3, 1, (0, 1), step=0)
+_KEYS = [DrawKey(3, 1, (0, 1), step=0), DrawKey(3, 4, (0, 1), step=0)]
+#: every public draw, called with the default backend ("auto") on the CPU
+_PUBLIC = {
+    "words": lambda: words(_KEY, 0, (4, 5)),
+    "unit_noise": lambda: unit_noise(_KEY, 0, (4, 5), "gaussian"),
+    "keep_mask": lambda: keep_mask(_KEY, 0, (4, 5), 0.25),
+    "unit_noise_keys": lambda: unit_noise_keys(_KEYS, 0, (4, 5), "laplace"),
+    "keep_mask_keys": lambda: keep_mask_keys(_KEYS, 0, (4, 5), [0.25, 0.5]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_PUBLIC))
+def test_every_public_draw_runs_the_numba_kernel_by_default_on_the_cpu(name, monkeypatch):
+    """The default backend of every public draw on the CPU is the numba kernel, never the torch
+    path (which would give the same bits, only slower): a spy on the kernel sees each call, and
+    the torch fills are made to fail."""
+    calls = []
+    real = D._numba_fill
+
+    def spy(*a, **k):
+        calls.append(a[3])
+        return real(*a, **k)
+
+    def no_torch(*a, **k):
+        raise AssertionError("the torch path ran on the CPU under backend='auto'")
+
+    monkeypatch.setattr(D, "_numba_fill", spy)
+    monkeypatch.setattr(D, "_torch_fill", no_torch)
+    monkeypatch.setattr(D, "_torch_fill_keys", no_torch)
+    _PUBLIC[name]()
+    what = {"words": "words", "keep_mask": "keep", "keep_mask_keys": "keep"}.get(name, "floats")
+    assert calls == [what] * (2 if name.endswith("_keys") else 1)
