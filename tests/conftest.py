@@ -35,6 +35,7 @@ def pytest_collection_modifyitems(config, items):
 
     items.sort(key=rank)  # stable: files and tests keep their order within a rank
 
+
 TINY = {
     "version": "1.0",
     "metadata": {"name": "tiny", "description": "test"},

@@ -52,20 +52,27 @@ def _np_pearson(a, b, ref_a, ref_b) -> float:
     return float(np.clip((ac * bc).mean() / den, -1.0, 1.0))
 
 
+def _per_pair(flat, n_ops, n_real, value) -> np.ndarray:
+    """``[3, N, M]``: ``value(n, m, i, j)`` for the channel pairs (0,1), (0,2), (1,2) of every
+    element, 0 where either channel is flagged flat (``flat`` ``[N, M, C]``)."""
+    out = np.zeros((3, n_ops, n_real))
+    for p, (i, j) in enumerate(((0, 1), (0, 2), (1, 2))):
+        for n in range(n_ops):
+            for m in range(n_real):
+                if not (flat[n, m, i] or flat[n, m, j]):
+                    out[p, n, m] = value(n, m, i, j)
+    return out
+
+
 def _np_lag_asym(x, ref, flat, tau) -> np.ndarray:
     """``[N, M, C, T] -> [3, N, M]``: corr(x_i(t), x_j(t+tau)) - corr(x_j(t), x_i(t+tau))."""
     N, M, _, T = x.shape
-    out = np.zeros((3, N, M))
-    for p, (i, j) in enumerate(((0, 1), (0, 2), (1, 2))):
-        for n in range(N):
-            for m in range(M):
-                if flat[n, m, i] or flat[n, m, j]:
-                    continue
-                xi, xj, ri, rj = x[n, m, i], x[n, m, j], ref[n, m, i], ref[n, m, j]
-                out[p, n, m] = _np_pearson(xi[: T - tau], xj[tau:], ri, rj) - _np_pearson(
-                    xj[: T - tau], xi[tau:], rj, ri
-                )
-    return out
+
+    def asym(n, m, i, j):
+        xi, xj, ri, rj = x[n, m, i], x[n, m, j], ref[n, m, i], ref[n, m, j]
+        return _np_pearson(xi[: T - tau], xj[tau:], ri, rj) - _np_pearson(xj[: T - tau], xi[tau:], rj, ri)
+
+    return _per_pair(flat, N, M, asym)
 
 
 def _np_bins(v: np.ndarray) -> np.ndarray:
@@ -119,14 +126,8 @@ def _np_gain(src: np.ndarray, tgt: np.ndarray) -> float:
 def _np_granger(x, flat) -> np.ndarray:
     """``[N, M, C, T] -> [3, N, M]``: larger gain over both directions, 0 with a flat channel."""
     N, M = x.shape[:2]
-    out = np.zeros((3, N, M))
-    for p, (i, j) in enumerate(((0, 1), (0, 2), (1, 2))):
-        for n in range(N):
-            for m in range(M):
-                if flat[n, m, i] or flat[n, m, j]:
-                    continue
-                out[p, n, m] = max(_np_gain(x[n, m, i], x[n, m, j]), _np_gain(x[n, m, j], x[n, m, i]))
-    return out
+    return _per_pair(flat, N, M, lambda n, m, i, j: max(_np_gain(x[n, m, i], x[n, m, j]),
+                                                         _np_gain(x[n, m, j], x[n, m, i])))
 
 
 DIRECTIONS = ((0, 1), (0, 2), (1, 2), (1, 0), (2, 0), (2, 1))
